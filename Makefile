@@ -1,0 +1,56 @@
+# `make run` starts the stack, `make test` runs the tests; both set up what they need first.
+VENV := .venv
+PY := $(VENV)/bin/python
+PROTO_OUT := grpc_server/generated
+
+.PHONY: all setup run stop status test lint types protos check-protos fmt clean bench-ingest
+
+all: lint types check-protos test
+
+setup:
+	bash scripts/setup.sh
+
+run: setup
+	$(VENV)/bin/fstore up
+
+stop:
+	$(VENV)/bin/fstore down
+
+status:
+	$(VENV)/bin/fstore status
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+fmt: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+types: setup
+	$(VENV)/bin/mypy featurestore tasks bridge grpc_server tests bench
+
+# The one place generated protobuf code comes from.
+protos: setup
+	PATH=$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -I$(PROTO_OUT)=protos \
+		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. \
+		$(PROTO_OUT)/featurestore.proto
+
+check-protos: setup
+	rm -rf /tmp/fstore-protos && mkdir -p /tmp/fstore-protos
+	PATH=$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -I$(PROTO_OUT)=protos \
+		--python_out=/tmp/fstore-protos --grpc_python_out=/tmp/fstore-protos \
+		--mypy_out=/tmp/fstore-protos --mypy_grpc_out=/tmp/fstore-protos \
+		$(PROTO_OUT)/featurestore.proto
+	for f in /tmp/fstore-protos/$(PROTO_OUT)/*; do \
+		diff -u "$(PROTO_OUT)/$$(basename $$f)" "$$f" || { echo "generated code drifted: run make protos"; exit 1; }; \
+	done
+
+bench-ingest: setup
+	$(PY) -m bench.ingest
+
+clean:
+	rm -rf .state

@@ -1,0 +1,1 @@
+"""Kafka -> Celery: the consumer loop batching feature events into write tasks; the producer."""

@@ -1,0 +1,244 @@
+"""The bridge's consumer loop: Kafka messages -> validated batches -> Celery write tasks.
+
+Offsets are committed to Kafka only after every batch up to them is committed in DuckDB.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from celery import Celery
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
+from bridge.batcher import Batcher
+from bridge.inflight import InFlight
+from featurestore import constants, metrics
+from featurestore.errors import ValidationError
+from featurestore.events import parse_message
+from featurestore.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_BROKER_ERRORS = (OperationalError, RedisError, ConnectionError, OSError)
+
+
+def _topic(msg: Message) -> str:
+    return msg.topic() or ""
+
+
+def _partition(msg: Message) -> int:
+    partition = msg.partition()
+    return -1 if partition is None else partition
+
+
+def _offset(msg: Message) -> int:
+    offset = msg.offset()
+    return -1 if offset is None else offset
+
+
+class Bridge:
+    """Consumes the features topic and turns it into write tasks until stopped."""
+
+    def __init__(self, settings: Settings, app: Celery, stop: threading.Event) -> None:
+        self.settings = settings
+        self.app = app
+        self.stop = stop
+        self.batcher = Batcher(settings.batch_max_rows, settings.batch_max_wait_s)
+        self.inflight = InFlight(app, settings.write_queue, settings.batch_resend_after_s)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": settings.consumer_group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                # Bounds librdkafka's prefetch so memory stays flat when the writer is slow.
+                "queued.max.messages.kbytes": 16384,
+                "logger": logging.getLogger("bridge.kafka"),
+            }
+        )
+        self.dead_letters = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "linger.ms": 50,
+                "logger": logging.getLogger("bridge.kafka"),
+            }
+        )
+        self.paused = False
+        self._to_commit: dict[tuple[str, int], int] = {}
+
+    # -- assignment ----------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        committed = consumer.committed(partitions, timeout=30)
+        for part in committed:
+            start = part.offset
+            if start < 0:
+                start = consumer.get_watermark_offsets(part, timeout=30)[0]
+            resume = self._ask_resume_offset(part.topic, part.partition, start)
+            part.offset = max(start, resume)
+            log.info(
+                "partition_assigned topic=%s partition=%d kafka_committed=%d start=%d",
+                part.topic,
+                part.partition,
+                start,
+                part.offset,
+            )
+        consumer.assign(committed)
+
+    def _ask_resume_offset(self, topic: str, partition: int, committed: int) -> int:
+        """Ask the DuckDB service where the partition's committed offsets end."""
+        while not self.stop.is_set():
+            try:
+                result = self.app.send_task(
+                    constants.TASK_RESUME_OFFSET,
+                    args=[topic, partition, committed],
+                    queue=self.settings.read_queue,
+                )
+                return int(result.get(timeout=self.settings.query_timeout_s))
+            except Exception as exc:  # noqa: BLE001 - any failure: wait and ask again
+                metrics.BRIDGE_ERRORS.labels("resume_offset").inc()
+                log.warning(
+                    "resume_offset_unavailable topic=%s partition=%d error=%s",
+                    topic,
+                    partition,
+                    type(exc).__name__,
+                )
+                self.stop.wait(2.0)
+        return committed
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for part in partitions:
+            self.batcher.drop(part.topic, part.partition)
+            self.inflight.forget_partition(part.topic, part.partition)
+            self._to_commit.pop((part.topic, part.partition), None)
+            log.info("partition_revoked topic=%s partition=%d", part.topic, part.partition)
+
+    # -- one message ---------------------------------------------------------------------
+    def _take(self, msg: Message) -> None:
+        error = msg.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return
+            metrics.BRIDGE_ERRORS.labels("kafka").inc()
+            log.warning("kafka_error code=%s reason=%s", error.name(), error.str())
+            return
+        try:
+            events = parse_message(msg.value())
+        except ValidationError as exc:
+            self._dead_letter(msg, str(exc))
+            events = None
+        else:
+            metrics.BRIDGE_MESSAGES.labels("ok").inc()
+        self.batcher.add(_topic(msg), _partition(msg), _offset(msg), events)
+
+    def _dead_letter(self, msg: Message, reason: str) -> None:
+        metrics.BRIDGE_MESSAGES.labels("dead_letter").inc()
+        topic, partition, offset = _topic(msg), _partition(msg), _offset(msg)
+        log.warning(
+            "dead_letter topic=%s partition=%d offset=%d reason=%s",
+            topic,
+            partition,
+            offset,
+            reason,
+        )
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("reason", reason.encode()),
+            ("source_topic", topic.encode()),
+            ("source_partition", str(partition).encode()),
+            ("source_offset", str(offset).encode()),
+        ]
+        self.dead_letters.produce(
+            self.settings.dead_letter_topic, value=msg.value(), key=msg.key(), headers=headers
+        )
+        self.dead_letters.poll(0)
+
+    # -- the loop ------------------------------------------------------------------------
+    def _send_due(self, *, flush: bool = False) -> None:
+        for pending in self.batcher.due(flush=flush):
+            while True:
+                try:
+                    self.inflight.send(pending)
+                    break
+                except _BROKER_ERRORS as exc:
+                    metrics.BRIDGE_ERRORS.labels("broker").inc()
+                    log.warning(
+                        "send_failed partition=%d offsets=%d-%d error=%s retry_in_s=2",
+                        pending.partition,
+                        pending.first_offset,
+                        pending.last_offset,
+                        type(exc).__name__,
+                    )
+                    time.sleep(2.0)
+
+    def _commit_done(self) -> None:
+        try:
+            commits = self.inflight.collect()
+        except _BROKER_ERRORS as exc:
+            metrics.BRIDGE_ERRORS.labels("result_backend").inc()
+            log.warning("collect_failed error=%s", type(exc).__name__)
+            time.sleep(1.0)
+            return
+        self._to_commit.update(commits)
+        if not self._to_commit:
+            return
+        # Dead letters up to these offsets must be safely in Kafka before we move past them.
+        if self.dead_letters.flush(30) > 0:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._to_commit.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            metrics.BRIDGE_ERRORS.labels("commit").inc()
+            log.warning("commit_failed error=%s", exc.args[0].name())
+            return
+        self._to_commit.clear()
+        for part in offsets:
+            log.info(
+                "offsets_committed topic=%s partition=%d offset=%d",
+                part.topic,
+                part.partition,
+                part.offset,
+            )
+
+    def _throttle(self) -> None:
+        full = len(self.inflight) >= self.settings.max_batches_in_flight
+        if full != self.paused:
+            assignment = self.consumer.assignment()
+            (self.consumer.pause if full else self.consumer.resume)(assignment)
+            self.paused = full
+
+    def run(self) -> None:
+        """Consume until the stop event is set, then finish in-flight batches and commit."""
+        self.consumer.subscribe(
+            [self.settings.features_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        try:
+            while not self.stop.is_set():
+                self._throttle()
+                for msg in self.consumer.consume(num_messages=1000, timeout=0.05):
+                    self._take(msg)
+                self._send_due()
+                self._commit_done()
+            self._drain()
+        finally:
+            self.dead_letters.flush(30)
+            self.consumer.close()
+
+    def _drain(self) -> None:
+        """On shutdown: send the open batches and wait for every batch to be committed."""
+        self._send_due(flush=True)
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while len(self.inflight) and time.monotonic() < deadline:
+            self._commit_done()
+            time.sleep(0.05)
+        log.info("bridge_drained left_in_flight=%d", len(self.inflight))

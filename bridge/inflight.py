@@ -1,0 +1,139 @@
+"""Write tasks sent but not yet committed: in-order completion, resend, commit positions."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from celery import Celery
+from celery.result import AsyncResult
+
+from bridge.batcher import PendingBatch
+from featurestore import constants, metrics
+from featurestore.store import OffsetSpan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sent:
+    """One write task: what it covers, its payload (for a resend) and its result."""
+
+    span: OffsetSpan
+    payload: bytes
+    rows: int
+    result: AsyncResult
+    sent_at: float
+    done: bool = False
+    retry_at: float | None = None
+
+
+class InFlight:
+    """Write tasks in flight; a task is resent when it fails or its result never comes.
+
+    Resending is always safe: the writer skips offsets it has already committed.
+    """
+
+    def __init__(
+        self, app: Celery, queue: str, resend_after_s: float, retry_backoff_s: float = 5.0
+    ) -> None:
+        self.app = app
+        self.queue = queue
+        self.resend_after_s = resend_after_s
+        self.retry_backoff_s = retry_backoff_s
+        self._sent: deque[Sent] = deque()
+
+    def __len__(self) -> int:
+        return len(self._sent)
+
+    @property
+    def rows(self) -> int:
+        """Rows in flight."""
+        return sum(s.rows for s in self._sent)
+
+    def _publish(self, span: OffsetSpan, payload: bytes) -> AsyncResult:
+        return self.app.send_task(
+            constants.TASK_WRITE_BATCH,
+            args=[payload, span.topic, span.partition, span.first_offset, span.last_offset],
+            queue=self.queue,
+        )
+
+    def send(self, pending: PendingBatch) -> None:
+        """Publish one batch as a write task (raises when the broker cannot be reached)."""
+        payload = pending.encode()
+        result = self._publish(pending.span, payload)
+        self._sent.append(
+            Sent(pending.span, payload, len(pending.columns), result, time.monotonic())
+        )
+        metrics.BRIDGE_IN_FLIGHT.set(len(self._sent))
+        metrics.BRIDGE_ROWS.inc(len(pending.columns))
+        log.info(
+            "batch_sent task_id=%s partition=%d offsets=%d-%d rows=%d",
+            result.id,
+            pending.partition,
+            pending.first_offset,
+            pending.last_offset,
+            len(pending.columns),
+        )
+
+    def collect(self) -> dict[tuple[str, int], int]:
+        """Check results; return, per partition, the offset to commit (next to read)."""
+        now = time.monotonic()
+        for sent in self._sent:
+            if sent.done:
+                continue
+            if sent.retry_at is not None:
+                if now >= sent.retry_at:
+                    self._resend(sent, now)
+                continue
+            if sent.result.ready():
+                if sent.result.successful():
+                    sent.done = True
+                    sent.result.forget()
+                    continue
+                metrics.BRIDGE_ERRORS.labels("write_failed").inc()
+                log.error(
+                    "batch_failed task_id=%s offsets=%d-%d error=%r retry_in_s=%.0f",
+                    sent.result.id,
+                    sent.span.first_offset,
+                    sent.span.last_offset,
+                    sent.result.result,
+                    self.retry_backoff_s,
+                )
+                sent.retry_at = now + self.retry_backoff_s
+            elif now - sent.sent_at > self.resend_after_s:
+                metrics.BRIDGE_ERRORS.labels("write_timeout").inc()
+                log.warning(
+                    "batch_resend_timeout task_id=%s offsets=%d-%d waited_s=%.0f",
+                    sent.result.id,
+                    sent.span.first_offset,
+                    sent.span.last_offset,
+                    now - sent.sent_at,
+                )
+                self._resend(sent, now)
+        commits: dict[tuple[str, int], int] = {}
+        while self._sent and self._sent[0].done:
+            span = self._sent.popleft().span
+            commits[(span.topic, span.partition)] = span.last_offset + 1
+        metrics.BRIDGE_IN_FLIGHT.set(len(self._sent))
+        return commits
+
+    def _resend(self, sent: Sent, now: float) -> None:
+        sent.result.forget()
+        sent.result = self._publish(sent.span, sent.payload)
+        sent.sent_at = now
+        sent.retry_at = None
+        log.info(
+            "batch_resent task_id=%s offsets=%d-%d",
+            sent.result.id,
+            sent.span.first_offset,
+            sent.span.last_offset,
+        )
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Stop tracking batches of a revoked partition (the writer still dedupes them)."""
+        self._sent = deque(
+            s for s in self._sent if (s.span.topic, s.span.partition) != (topic, partition)
+        )

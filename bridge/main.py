@@ -1,0 +1,37 @@
+"""Entry point of the bridge: runs the consumer loop, restarting it on connection loss."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from bridge.consumer import Bridge
+from featurestore import metrics, services
+from featurestore.settings import Settings
+from tasks.app import configure
+
+log = logging.getLogger(__name__)
+
+
+def run_bridge(settings: Settings) -> None:
+    """Consume the features topic until SIGTERM; on a failure log, close, wait, restart."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _s, _f: stop.set())
+    services.ensure_redis(settings)
+    services.ensure_kafka(settings)
+    app = configure(settings)
+    metrics.serve(settings.metrics_port_bridge, "bridge")
+    backoff = 1.0
+    while not stop.is_set():
+        log.info("bridge_start topic=%s group=%s", settings.features_topic, settings.consumer_group)
+        try:
+            Bridge(settings, app, stop).run()
+            backoff = 1.0
+        except Exception:
+            metrics.FAILURES.labels("bridge", "crash").inc()
+            log.exception("bridge_crashed restart_in_s=%.0f", backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
+    log.info("bridge_stop")

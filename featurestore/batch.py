@@ -1,0 +1,32 @@
+"""The write-batch wire format between the bridge and the DuckDB service: Arrow IPC."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+BATCH_SCHEMA = pa.schema(
+    [
+        ("entity_id", pa.string()),
+        ("feature_name", pa.string()),
+        ("value", pa.float64()),
+        ("event_timestamp", pa.timestamp("us")),
+        ("offset", pa.int64()),
+    ]
+)
+
+
+def encode(table: pa.Table) -> bytes:
+    """Serialise a batch table (BATCH_SCHEMA) to Arrow IPC stream bytes."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, BATCH_SCHEMA) as writer:
+        writer.write_table(table.cast(BATCH_SCHEMA))
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def decode(payload: bytes) -> tuple[pa.Table, pa.Array]:
+    """Parse Arrow IPC bytes into (feature rows, per-row Kafka offsets)."""
+    table = pa.ipc.open_stream(payload).read_all()
+    if table.schema != BATCH_SCHEMA:
+        raise ValueError(f"write batch has schema {table.schema}, expected {BATCH_SCHEMA}")
+    offsets = table.column("offset").combine_chunks()
+    return table.drop_columns(["offset"]), offsets

@@ -1,0 +1,153 @@
+"""The `fstore` command: run, stop and inspect the stack, and each of its programs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable
+
+from featurestore import services, stack
+from featurestore.errors import FeatureStoreError
+from featurestore.logs import setup_logging
+from featurestore.settings import Settings, load_settings
+
+log = logging.getLogger("featurestore.cli")
+
+SERVICES: dict[str, Callable[[Settings], services.ManagedService]] = {
+    "kafka": services.KafkaService,
+    "redis": services.RedisService,
+    "azurite": services.AzuriteService,
+}
+
+
+def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
+    """Start the stack and wait until every program runs."""
+    began = time.monotonic()
+    stack.up(settings)
+    print(f"stack up in {time.monotonic() - began:.1f}s")
+    return cmd_status(settings, _args)
+
+
+def cmd_down(settings: Settings, _args: argparse.Namespace) -> int:
+    """Stop the stack."""
+    stack.down(settings)
+    print("stack stopped")
+    return 0
+
+
+def cmd_status(settings: Settings, _args: argparse.Namespace) -> int:
+    """Show every program and backing service."""
+    rows = stack.programs(settings)
+    print(f"{'PROGRAM':<16}{'STATE':<10}{'PID':>8}  DETAIL")
+    if not rows:
+        print("(supervisord is not running)")
+    for p in rows:
+        print(f"{p.name:<16}{p.state:<10}{p.pid:>8}  {p.description}")
+    print()
+    print(f"{'SERVICE':<16}{'REACHABLE':<10}{'VERSION':<12}ADDRESS")
+    healthy = True
+    for s in stack.service_statuses(settings):
+        healthy &= s.reachable
+        print(f"{s.name:<16}{'yes' if s.reachable else 'no':<10}{s.version or '-':<12}{s.address}")
+    print(f"\nstate: {settings.state_dir}  logs: {settings.logs_dir}")
+    return 0 if healthy and all(p.state == "RUNNING" for p in rows) else 1
+
+
+def cmd_ensure(settings: Settings, _args: argparse.Namespace) -> int:
+    """Start the backing services that do not answer (without supervisord)."""
+    for status in services.ensure_all(settings):
+        print(
+            f"{status.name}: {status.address} version={status.version or '-'} "
+            f"started={'yes' if status.started else 'no'} pid={status.pid or '-'}"
+        )
+    return 0
+
+
+def cmd_service(settings: Settings, args: argparse.Namespace) -> int:
+    """Run one backing service in the foreground (the supervisord program)."""
+    return SERVICES[args.name](settings).run_foreground()
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    """Run the DuckDB service worker."""
+    from tasks.worker import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def cmd_beat(settings: Settings, _args: argparse.Namespace) -> int:
+    """Run Celery beat (model sync schedule)."""
+    from tasks.worker import run_beat
+
+    run_beat(settings)
+    return 0
+
+
+def cmd_flower(settings: Settings, _args: argparse.Namespace) -> int:
+    """Run Flower."""
+    from tasks.worker import run_flower
+
+    run_flower(settings)
+    return 0
+
+
+def cmd_bridge(settings: Settings, _args: argparse.Namespace) -> int:
+    """Run the Kafka -> Celery bridge."""
+    from bridge.main import run_bridge
+
+    run_bridge(settings)
+    return 0
+
+
+def cmd_grpc(settings: Settings, _args: argparse.Namespace) -> int:
+    """Run the gRPC server."""
+    from grpc_server.main import run_grpc
+
+    run_grpc(settings)
+    return 0
+
+
+Handler = Callable[[Settings, argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="fstore", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Handler) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=(handler.__doc__ or "").strip())
+        command.set_defaults(handler=handler)
+        return command
+
+    add("up", cmd_up)
+    add("down", cmd_down)
+    add("status", cmd_status)
+    add("ensure", cmd_ensure)
+    add("service", cmd_service).add_argument("name", choices=sorted(SERVICES))
+    add("worker", cmd_worker)
+    add("beat", cmd_beat)
+    add("flower", cmd_flower)
+    add("bridge", cmd_bridge)
+    add("grpc", cmd_grpc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    settings = load_settings()
+    try:
+        return int(args.handler(settings, args))
+    except FeatureStoreError as exc:
+        log.error("command_failed command=%s error=%s", args.command, exc)
+        print(f"fstore {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

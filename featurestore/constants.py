@@ -1,0 +1,26 @@
+"""Names shared across processes: topics, queues, Redis keys, task names."""
+
+FEATURES_TOPIC = "features"
+DEAD_LETTER_TOPIC = "features.dead-letter"
+
+WRITE_QUEUE = "duckdb_write_queue"
+READ_QUEUE = "duckdb_read_queue"
+
+PROD_MODELS_KEY = "prod_models"
+
+
+def model_artifact_key(model_id: str, extension: str) -> str:
+    """Redis key holding the bytes of one artifact of a production model."""
+    return f"model:{model_id}:{extension}"
+
+
+def online_feature_key(entity_id: str) -> str:
+    """Redis hash holding the latest value of each feature of one entity."""
+    return f"online:{entity_id}"
+
+
+TASK_PING = "featurestore.ping"
+TASK_WRITE_BATCH = "featurestore.write_features_batch"
+TASK_READ = "featurestore.read"
+TASK_SYNC_MODELS = "featurestore.sync_models"
+TASK_RESUME_OFFSET = "featurestore.resume_offset"

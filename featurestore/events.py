@@ -1,0 +1,120 @@
+"""Feature events on the wire: parsing and validation shared by the producer and the bridge.
+
+A message is a JSON object (one event) or a JSON array of objects. An event has exactly
+these fields:
+
+- entity_id: non-empty string, at most 256 characters
+- feature_name: non-empty string, at most 256 characters
+- value: a finite number (NaN and infinity are rejected: they are not feature values,
+  and standard JSON cannot carry them); booleans are rejected
+- event_timestamp: ISO-8601 string; with a time zone it is converted to UTC, without one
+  it is taken as UTC. Stored as a naive UTC TIMESTAMP with microseconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+
+import orjson
+
+from featurestore.errors import ValidationError
+
+FIELDS = ("entity_id", "feature_name", "value", "event_timestamp")
+MAX_NAME_LENGTH = 256
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def timestamp_micros(text: object) -> int:
+    """Microseconds since the epoch (UTC) of an ISO-8601 timestamp string."""
+    if not isinstance(text, str):
+        raise ValidationError(f"event_timestamp must be an ISO-8601 string, got {_kind(text)}")
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(f"event_timestamp {text[:64]!r} is not ISO-8601") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    delta = parsed - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _name(row: dict[str, object], key: str) -> str:
+    value = row.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{key} must be a non-empty string, got {_kind(value)}")
+    if len(value) > MAX_NAME_LENGTH:
+        raise ValidationError(f"{key} is longer than {MAX_NAME_LENGTH} characters")
+    return value
+
+
+def number(value: object) -> float:
+    """The value as a float, or a ValidationError saying why it is not acceptable."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"value must be a number, got {_kind(value)}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValidationError(f"value must be finite, got {result}")
+    return result
+
+
+@dataclass
+class Columns:
+    """Validated events as parallel columns, ready for Arrow."""
+
+    entity_id: list[str] = field(default_factory=list)
+    feature_name: list[str] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+    event_timestamp: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.entity_id)
+
+    def append_row(self, row: object) -> None:
+        """Validate one event (a dict) and append it; on error nothing is appended."""
+        if not isinstance(row, dict):
+            raise ValidationError(f"event must be a JSON object, got {_kind(row)}")
+        extra = row.keys() - set(FIELDS)
+        if extra:
+            raise ValidationError(f"unknown field(s): {', '.join(sorted(extra))}")
+        missing = [key for key in FIELDS if key not in row]
+        if missing:
+            raise ValidationError(f"missing field(s): {', '.join(missing)}")
+        entity, feature = _name(row, "entity_id"), _name(row, "feature_name")
+        value, ts = number(row["value"]), timestamp_micros(row["event_timestamp"])
+        self.entity_id.append(entity)
+        self.feature_name.append(feature)
+        self.value.append(value)
+        self.event_timestamp.append(ts)
+
+    def extend(self, other: Columns) -> None:
+        """Append every event of another Columns."""
+        self.entity_id.extend(other.entity_id)
+        self.feature_name.extend(other.feature_name)
+        self.value.extend(other.value)
+        self.event_timestamp.extend(other.event_timestamp)
+
+
+def parse_message(raw: bytes | None) -> Columns:
+    """Parse and validate one Kafka message; every event must be valid, or none is taken."""
+    if not raw:
+        raise ValidationError("empty message")
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(f"malformed JSON: {exc}") from None
+    rows = decoded if isinstance(decoded, list) else [decoded]
+    if not rows:
+        raise ValidationError("empty list of events")
+    columns = Columns()
+    for index, row in enumerate(rows):
+        try:
+            columns.append_row(row)
+        except ValidationError as exc:
+            raise ValidationError(f"event {index}: {exc}") from None
+    return columns

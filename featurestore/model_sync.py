@@ -1,0 +1,85 @@
+"""Model sync: production rows of model_metadata -> Azure Blob artifacts -> Redis."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import duckdb
+import redis
+from azure.storage.blob import BlobServiceClient
+
+from featurestore.constants import PROD_MODELS_KEY, model_artifact_key
+from featurestore.online import as_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncReport:
+    """What one sync did: models now served, artifacts copied, models dropped."""
+
+    served: list[str] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def production_models(cur: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """model_id -> container, for every model with a production row."""
+    rows = cur.execute(
+        "SELECT DISTINCT model_id, azure_location FROM model_metadata "
+        "WHERE status = 'production' ORDER BY model_id"
+    ).fetchall()
+    return {str(model_id): str(container) for model_id, container in rows}
+
+
+def is_production_artifact(blob_name: str, model_id: str) -> bool:
+    """True for '<model_id>/<name>production.<ext>': the production artifacts of a model."""
+    path = PurePosixPath(blob_name)
+    return path.parent.name == model_id and path.stem.endswith("production") and bool(path.suffix)
+
+
+def sync_models(
+    cur: duckdb.DuckDBPyConnection, blobs: BlobServiceClient, client: redis.Redis
+) -> SyncReport:
+    """Copy the production artifacts of every production model into Redis."""
+    report = SyncReport()
+    wanted = production_models(cur)
+    for model_id, container in wanted.items():
+        container_client = blobs.get_container_client(container)
+        names = [
+            b.name
+            for b in container_client.list_blobs(name_starts_with=f"{model_id}/")
+            if is_production_artifact(b.name, model_id)
+        ]
+        if not names:
+            log.warning("model_sync_missing model_id=%s container=%s", model_id, container)
+            report.missing.append(model_id)
+            continue
+        pipe = client.pipeline(transaction=True)
+        for name in names:
+            data = container_client.download_blob(name).readall()
+            key = model_artifact_key(model_id, PurePosixPath(name).suffix.lstrip("."))
+            pipe.set(key, data)
+            report.artifacts.append(key)
+        pipe.sadd(PROD_MODELS_KEY, model_id)
+        pipe.execute()
+        report.served.append(model_id)
+    for raw in client.smembers(PROD_MODELS_KEY):
+        model_id = as_text(raw)
+        if model_id not in wanted:
+            client.srem(PROD_MODELS_KEY, model_id)
+            stale = list(client.scan_iter(match=model_artifact_key(model_id, "*")))
+            if stale:
+                client.delete(*stale)
+            report.removed.append(model_id)
+    log.info(
+        "model_sync served=%s artifacts=%d removed=%s missing=%s",
+        ",".join(report.served) or "-",
+        len(report.artifacts),
+        ",".join(report.removed) or "-",
+        ",".join(report.missing) or "-",
+    )
+    return report

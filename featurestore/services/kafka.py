@@ -1,0 +1,212 @@
+"""Kafka: a single-node KRaft broker from Maven Central jars, on both loopback families."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shutil
+import subprocess
+import uuid
+from importlib import resources
+from pathlib import Path
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from featurestore.errors import ServiceStartError, ToolMissingError
+from featurestore.services import _proc
+from featurestore.services.base import ManagedService
+
+log = logging.getLogger(__name__)
+
+_RESOURCES = resources.files("featurestore.services") / "resources"
+
+
+class KafkaService(ManagedService):
+    """The Kafka broker at settings.kafka_bootstrap; started in KRaft mode when local."""
+
+    name = "kafka"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """Host and port of the first bootstrap server."""
+        first = self.settings.kafka_bootstrap.split(",")[0]
+        return _proc.split_host_port(first, 9092)
+
+    @property
+    def address(self) -> str:
+        return self.settings.kafka_bootstrap
+
+    @property
+    def start_timeout(self) -> float:
+        return self.settings.kafka_start_timeout_s
+
+    def is_local(self) -> bool:
+        return _proc.is_loopback(self.host_port[0])
+
+    def answering_bootstrap(self) -> str | None:
+        """'ip:port' of the first address of the bootstrap host where a broker answers."""
+        host, port = self.host_port
+        ip = _proc.first_answering(host, port)
+        return None if ip is None else _proc.format_host_port(ip, port)
+
+    def probe(self) -> str | None:
+        bootstrap = self.answering_bootstrap()
+        if bootstrap is None:
+            return None
+        admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 3000})
+        try:
+            admin.list_topics(timeout=3)
+        except KafkaException:
+            return None
+        return ""
+
+    def version_hint(self) -> str:
+        return self.settings.kafka_version if _proc.read_pid(self.pid_file) else ""
+
+    # -- files ---------------------------------------------------------------------------
+    @property
+    def home(self) -> Path:
+        """Cache folder of this Kafka version's jars."""
+        return self.settings.tools_dir / f"kafka-{self.settings.kafka_version}"
+
+    @property
+    def data(self) -> Path:
+        """Config and log folders of the broker this project runs."""
+        return self.settings.data_dir / "kafka"
+
+    def prepare(self) -> None:
+        self._resolve_jars()
+        self._write_config()
+        self._format_storage()
+
+    def _resolve_jars(self) -> None:
+        libs = self.home / "libs"
+        if (self.home / ".complete").exists():
+            return
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise ToolMissingError("mvn not found on PATH: it is needed to fetch the Kafka jars")
+        pom = self.home / "pom.xml"
+        self.home.mkdir(parents=True, exist_ok=True)
+        pom.write_bytes((_RESOURCES / "kafka-pom.xml").read_bytes())
+        shutil.rmtree(libs, ignore_errors=True)
+        log.info("kafka_jars_resolve version=%s dest=%s", self.settings.kafka_version, libs)
+        result = subprocess.run(
+            [
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(pom),
+                f"-Dkafka.version={self.settings.kafka_version}",
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={libs}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ToolMissingError(
+                f"mvn could not resolve org.apache.kafka:kafka_2.13:{self.settings.kafka_version}:"
+                f"\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
+        (self.home / ".complete").write_text(self.settings.kafka_version)
+
+    def _write_config(self) -> None:
+        _host, port = self.host_port
+        controller = self.settings.kafka_controller_port
+        listeners = [f"PLAINTEXT://127.0.0.1:{port}"]
+        if _proc.ipv6_loopback_available():
+            # KIP-797: one port may be bound twice, once per address family.
+            listeners.append(f"PLAINTEXT6://[::1]:{port}")
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{controller}",
+            "listeners": ",".join([*listeners, f"CONTROLLER://127.0.0.1:{controller}"]),
+            "advertised.listeners": ",".join(listeners),
+            "listener.security.protocol.map": ",".join(
+                f"{name}:PLAINTEXT" for name in ("PLAINTEXT", "PLAINTEXT6", "CONTROLLER")
+            ),
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "log.dirs": str(self.data / "logs"),
+            "num.partitions": "1",
+            "default.replication.factor": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+        }
+        self.data.mkdir(parents=True, exist_ok=True)
+        (self.data / "server.properties").write_text(
+            "".join(f"{key}={value}\n" for key, value in props.items())
+        )
+        (self.data / "log4j2.xml").write_bytes((_RESOURCES / "kafka-log4j2.xml").read_bytes())
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise ToolMissingError("java not found on PATH: Kafka needs Java 17+")
+        return [
+            java,
+            *self.settings.kafka_heap.split(),
+            "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={self.data / 'log4j2.xml'}",
+            f"-Dkafka.logs.dir={self.data / 'logs'}",
+            "-cp",
+            f"{self.home / 'libs'}/*",
+            main,
+            *args,
+        ]
+
+    def _format_storage(self) -> None:
+        if (self.data / "logs" / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            self._java(
+                "kafka.tools.StorageTool",
+                "format",
+                "--ignore-formatted",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.data / "server.properties"),
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise ServiceStartError(f"kafka storage format failed:\n{result.stdout}{result.stderr}")
+
+    def command(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.data / "server.properties"))
+
+    # -- after start ---------------------------------------------------------------------
+    def after_ready(self) -> None:
+        """Create the features topic and the dead-letter topic (1 partition, 1 replica)."""
+        bootstrap = self.answering_bootstrap() or self.settings.kafka_bootstrap
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        wanted = [self.settings.features_topic, self.settings.dead_letter_topic]
+        existing = admin.list_topics(timeout=10).topics
+        missing = [
+            NewTopic(t, num_partitions=1, replication_factor=1) for t in wanted if t not in existing
+        ]
+        if not missing:
+            return
+        for topic, future in admin.create_topics(missing, operation_timeout=30).items():
+            try:
+                future.result()
+                log.info("kafka_topic_created topic=%s", topic)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise

@@ -1,0 +1,115 @@
+"""The one settings object: every address, path, name, size and timeout of the stack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from featurestore import constants
+
+# Azurite's well-known development account: a public constant, not a secret.
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def _default_state_dir() -> Path:
+    return Path.cwd() / ".state"
+
+
+class Settings(BaseSettings):
+    """Typed settings read from FSTORE_* environment variables and an optional .env file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FSTORE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    state_dir: Path = Field(default_factory=_default_state_dir)
+
+    # Kafka
+    kafka_bootstrap: str = "localhost:9092"
+    kafka_controller_port: int = 9093
+    kafka_version: str = "4.1.1"
+    kafka_heap: str = "-Xms256m -Xmx1g"
+    features_topic: str = constants.FEATURES_TOPIC
+    dead_letter_topic: str = constants.DEAD_LETTER_TOPIC
+    kafka_start_timeout_s: float = 120.0
+
+    # Redis (Celery broker, result backend, online store, model artifacts)
+    redis_url: str = "redis://localhost:6379/0"
+    redis_start_timeout_s: float = 20.0
+
+    # Azure Blob Storage; the default is Azurite on loopback.
+    azure_connection_string: str = (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://127.0.0.1:10000/{AZURITE_ACCOUNT};"
+    )
+    azure_container: str = "ai-models"
+    azurite_version: str = "3.35.0"
+    azurite_start_timeout_s: float = 60.0
+
+    # DuckDB service
+    duckdb_path: Path | None = None
+    write_queue: str = constants.WRITE_QUEUE
+    read_queue: str = constants.READ_QUEUE
+    read_threads: int = 50
+
+    # Bridge batching
+    batch_max_rows: int = 10_000
+    batch_max_wait_s: float = 0.5
+    max_batches_in_flight: int = 8
+    batch_resend_after_s: float = 120.0
+    drain_timeout_s: float = 60.0
+    query_timeout_s: float = 30.0
+    consumer_group: str = "featurestore-bridge"
+
+    # Model sync
+    model_sync_interval_s: float = 60.0
+
+    # Serving and observability
+    grpc_host: str = "[::]"
+    grpc_port: int = 50051
+    flower_port: int = 5555
+    metrics_port_worker: int = 9101
+    metrics_port_bridge: int = 9102
+    metrics_port_grpc: int = 9103
+    metrics_port_beat: int = 9104
+    supervisord_port: int = 9001
+
+    @property
+    def logs_dir(self) -> Path:
+        """Folder of every program's log."""
+        return self.state_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        """Folder of pid files and locks."""
+        return self.state_dir / "run"
+
+    @property
+    def tools_dir(self) -> Path:
+        """Cache folder of downloaded tools (Kafka jars, Azurite)."""
+        return self.state_dir / "tools"
+
+    @property
+    def data_dir(self) -> Path:
+        """Folder of every service's data."""
+        return self.state_dir / "data"
+
+    @property
+    def duckdb_file(self) -> Path:
+        """The DuckDB database file owned by the DuckDB service worker."""
+        return self.duckdb_path or self.data_dir / "features.duckdb"
+
+    def ensure_dirs(self) -> None:
+        """Create the state folders."""
+        for path in (self.logs_dir, self.run_dir, self.tools_dir, self.data_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings() -> Settings:
+    """Build the settings once per process, at start-up."""
+    return Settings()

@@ -1,0 +1,145 @@
+"""The DuckDB store: schema, and the single writer's batched, exactly-once insert."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+log = logging.getLogger(__name__)
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS features (
+        entity_id TEXT, feature_name TEXT, value DOUBLE,
+        event_timestamp TIMESTAMP, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    # One row per committed write batch: the Kafka offsets it covered.
+    """CREATE TABLE IF NOT EXISTS ingested_batches (
+        topic TEXT NOT NULL, kafka_partition INTEGER NOT NULL,
+        first_offset BIGINT NOT NULL, last_offset BIGINT NOT NULL,
+        row_count BIGINT NOT NULL, duplicate_rows BIGINT NOT NULL,
+        committed_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS model_metadata (
+        model_id TEXT NOT NULL, artifact_type TEXT NOT NULL, version TEXT NOT NULL,
+        trained_date DATE, status TEXT NOT NULL, azure_location TEXT NOT NULL,
+        expected_features STRUCT("index" INTEGER, name TEXT, type TEXT)[],
+        registered_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+        PRIMARY KEY (model_id, version, artifact_type))""",
+)
+
+FEATURE_COLUMNS = ("entity_id", "feature_name", "value", "event_timestamp")
+
+
+@dataclass(frozen=True)
+class OffsetSpan:
+    """The Kafka messages one write batch covers: topic, partition, first and last offset."""
+
+    topic: str
+    partition: int
+    first_offset: int
+    last_offset: int
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one write batch did: rows inserted, rows skipped as already written."""
+
+    inserted: int
+    duplicates: int
+
+
+class Store:
+    """Owner of the DuckDB file: one connection, a cursor per thread, writes serialised."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._con = duckdb.connect(str(path))
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        for statement in SCHEMA:
+            self._con.execute(statement)
+        log.info("duckdb_open path=%s", path)
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor (DuckDB connections are not shared across threads)."""
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._con.cursor()
+            self._local.cursor = cur
+        return cur
+
+    def close(self) -> None:
+        """Checkpoint and close the database file."""
+        self._con.execute("CHECKPOINT")
+        self._con.close()
+
+    def write_batch(self, rows: pa.Table, offsets: pa.Array, span: OffsetSpan) -> WriteResult:
+        """Insert rows and record their offset span in one transaction, skipping rows whose
+        offsets an earlier batch already committed (a redelivered or resent batch).
+
+        `offsets` gives each row's Kafka message offset; `span` covers every message the
+        bridge consumed for this batch, including those sent to the dead-letter topic.
+        """
+        topic, partition = span.topic, span.partition
+        first_offset, last_offset = span.first_offset, span.last_offset
+        with self._write_lock:
+            cur = self.cursor()
+            cur.begin()
+            try:
+                done = cur.execute(
+                    "SELECT first_offset, last_offset FROM ingested_batches "
+                    "WHERE topic = ? AND kafka_partition = ? "
+                    "AND last_offset >= ? AND first_offset <= ?",
+                    [topic, partition, first_offset, last_offset],
+                ).fetchall()
+                fresh = rows
+                if done:
+                    seen = pc.is_in(offsets, pa.array([], pa.int64()))
+                    for lo, hi in done:
+                        in_range = pc.and_(
+                            pc.greater_equal(offsets, lo), pc.less_equal(offsets, hi)
+                        )
+                        seen = pc.or_(seen, in_range)
+                    fresh = rows.filter(pc.invert(seen))
+                if fresh.num_rows:
+                    cur.register("incoming", fresh)
+                    cur.execute(
+                        "INSERT INTO features (entity_id, feature_name, value, event_timestamp) "
+                        "SELECT entity_id, feature_name, value, event_timestamp FROM incoming"
+                    )
+                    cur.unregister("incoming")
+                duplicates = rows.num_rows - fresh.num_rows
+                cur.execute(
+                    "INSERT INTO ingested_batches (topic, kafka_partition, first_offset, "
+                    "last_offset, row_count, duplicate_rows) VALUES (?, ?, ?, ?, ?, ?)",
+                    [topic, partition, first_offset, last_offset, fresh.num_rows, duplicates],
+                )
+                cur.commit()
+            except BaseException:
+                cur.rollback()
+                raise
+        return WriteResult(inserted=fresh.num_rows, duplicates=duplicates)
+
+    def resume_offset(self, topic: str, partition: int, committed: int) -> int:
+        """First offset not yet written, walking recorded ranges contiguous from `committed`."""
+        ranges = (
+            self.cursor()
+            .execute(
+                "SELECT first_offset, last_offset FROM ingested_batches "
+                "WHERE topic = ? AND kafka_partition = ? AND last_offset >= ? "
+                "ORDER BY first_offset",
+                [topic, partition, committed],
+            )
+            .fetchall()
+        )
+        position = committed
+        for lo, hi in ranges:
+            if lo > position:
+                break
+            position = max(position, hi + 1)
+        return position

@@ -1,0 +1,1 @@
+"""gRPC transport: servicers convert protobuf <-> domain types and call featurestore.serving."""

@@ -1,0 +1,59 @@
+"""The one table mapping domain errors to gRPC status codes; clients never see internals."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from featurestore import metrics
+from featurestore.errors import FeatureStoreError, ServiceError, ValidationError
+
+log = logging.getLogger(__name__)
+
+# Most specific first. Messages of these errors are written for users and may be shown.
+STATUS_BY_ERROR: tuple[tuple[type[FeatureStoreError], grpc.StatusCode], ...] = (
+    (ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ServiceError, grpc.StatusCode.UNAVAILABLE),
+)
+
+Servicer = TypeVar("Servicer")
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The code and client-safe message for an exception raised by the serving logic."""
+    for error_type, code in STATUS_BY_ERROR:
+        if isinstance(exc, error_type):
+            return code, str(exc)
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+def handle_errors(
+    method: Callable[[Servicer, Req, grpc.ServicerContext], Resp],
+) -> Callable[[Servicer, Req, grpc.ServicerContext], Resp]:
+    """Turn exceptions of a servicer method into gRPC statuses, counted and logged."""
+
+    @functools.wraps(method)
+    def wrapper(self: Servicer, request: Req, context: grpc.ServicerContext) -> Resp:
+        try:
+            response = method(self, request, context)
+        except Exception as exc:
+            code, message = status_for(exc)
+            metrics.GRPC_REQUESTS.labels(method.__name__, code.name).inc()
+            log.warning(
+                "grpc_error method=%s code=%s error=%s",
+                method.__name__,
+                code.name,
+                type(exc).__name__,
+                exc_info=code is grpc.StatusCode.INTERNAL,
+            )
+            context.abort(code, message)
+        metrics.GRPC_REQUESTS.labels(method.__name__, "OK").inc()
+        return response
+
+    return wrapper

@@ -1,0 +1,49 @@
+"""The Celery app, configured from the settings at each program's start-up.
+
+Task modules are listed in `include` and imported by the worker, never from here,
+so this module imports no task module. Nothing here opens a connection.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from featurestore import constants
+from featurestore.settings import Settings
+
+app = Celery("featurestore", include=["tasks.duckdb_service"])
+
+
+def configure(settings: Settings) -> Celery:
+    """Point the app at the settings' Redis and queues (once per process, at start-up)."""
+    app.conf.update(
+        broker_url=settings.redis_url,
+        result_backend=settings.redis_url,
+        task_serializer="msgpack",
+        result_serializer="msgpack",
+        accept_content=["msgpack", "json"],
+        task_routes={
+            constants.TASK_WRITE_BATCH: {"queue": settings.write_queue},
+            constants.TASK_PING: {"queue": settings.read_queue},
+            constants.TASK_READ: {"queue": settings.read_queue},
+            constants.TASK_RESUME_OFFSET: {"queue": settings.read_queue},
+            constants.TASK_SYNC_MODELS: {"queue": settings.read_queue},
+        },
+        task_default_queue="celery",
+        # A write is acknowledged only after its transaction commits: a worker killed
+        # mid-batch leaves the message in Redis, and the batch is redelivered.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": 3600},
+        result_expires=3600,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "sync-models": {
+                "task": constants.TASK_SYNC_MODELS,
+                "schedule": settings.model_sync_interval_s,
+            },
+        },
+    )
+    return app

@@ -1,0 +1,62 @@
+"""Tasks served by the DuckDB service worker: thin wrappers around featurestore.duckdb_service."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Any
+
+from azure.storage.blob import BlobServiceClient
+
+from featurestore import constants, model_sync
+from featurestore.duckdb_service import DuckDBService
+from featurestore.errors import ServiceError
+from featurestore.store import OffsetSpan
+from tasks.app import app
+
+_service: DuckDBService | None = None
+
+
+def install(service: DuckDBService) -> None:
+    """Give this process's tasks the DuckDB service (called once, by the worker entry point)."""
+    global _service  # noqa: PLW0603 - one per process, set at start-up
+    _service = service
+
+
+def _require() -> DuckDBService:
+    if _service is None:
+        raise ServiceError(
+            "this worker does not own the DuckDB file: DuckDB tasks run only in `fstore worker`"
+        )
+    return _service
+
+
+@app.task(name=constants.TASK_PING)
+def ping() -> dict[str, Any]:
+    """Answer with the worker's pid, DuckDB path and row count."""
+    service = _require()
+    return {"pid": os.getpid(), "duckdb": str(service.store.path), "rows": service.row_count()}
+
+
+@app.task(name=constants.TASK_WRITE_BATCH)
+def write_features_batch(
+    payload: bytes, topic: str, partition: int, first_offset: int, last_offset: int
+) -> dict[str, int]:
+    """Write one Arrow IPC batch of feature rows exactly once."""
+    span = OffsetSpan(topic, partition, first_offset, last_offset)
+    return asdict(_require().write_batch(payload, span))
+
+
+@app.task(name=constants.TASK_RESUME_OFFSET)
+def resume_offset(topic: str, partition: int, committed: int) -> int:
+    """First offset of the partition not yet committed to DuckDB."""
+    return _require().resume_offset(topic, partition, committed)
+
+
+@app.task(name=constants.TASK_SYNC_MODELS)
+def sync_models() -> dict[str, list[str]]:
+    """Copy the production models' artifacts from Azure Blob Storage into Redis."""
+    service = _require()
+    blobs = BlobServiceClient.from_connection_string(service.settings.azure_connection_string)
+    report = model_sync.sync_models(service.store.cursor(), blobs, service.online.client)
+    return asdict(report)
