@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     )
 
     state_dir: Path = Field(default_factory=_default_state_dir)
+    # Downloaded tools; defaults to <state_dir>/tools. Tests share the project's cache.
+    tools_path: Path | None = None
 
     # Kafka
     kafka_bootstrap: str = "localhost:9092"
@@ -92,7 +94,7 @@ class Settings(BaseSettings):
     @property
     def tools_dir(self) -> Path:
         """Cache folder of downloaded tools (Kafka jars, Azurite)."""
-        return self.state_dir / "tools"
+        return self.tools_path or self.state_dir / "tools"
 
     @property
     def data_dir(self) -> Path:
@@ -103,6 +105,15 @@ class Settings(BaseSettings):
     def duckdb_file(self) -> Path:
         """The DuckDB database file owned by the DuckDB service worker."""
         return self.duckdb_path or self.data_dir / "features.duckdb"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as FSTORE_* variables, for the programs this process starts."""
+        prefix = str(self.model_config.get("env_prefix", ""))
+        return {
+            f"{prefix}{name}".upper(): str(value)
+            for name, value in self.model_dump().items()
+            if value is not None
+        }
 
     def ensure_dirs(self) -> None:
         """Create the state folders."""

@@ -70,6 +70,7 @@ def up(settings: Settings, timeout: float = 300.0) -> list[ProgramStatus]:
     settings.ensure_dirs()
     env = {
         **os.environ,
+        **settings.to_env(),
         "FSTORE_STATE_DIR": str(settings.state_dir.resolve()),
         "FSTORE_PYTHON": sys.executable,
     }

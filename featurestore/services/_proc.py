@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
+
 from featurestore.errors import ConfigError, ServiceStartError
 
 
@@ -70,6 +72,15 @@ def first_answering(host: str, port: int, timeout: float = 1.0) -> str | None:
         with contextlib.suppress(OSError), socket.create_connection((ip, port), timeout=timeout):
             return ip
     return None
+
+
+def listener_cmdline(port: int) -> list[str]:
+    """Command line of the local process listening on this TCP port (empty if unknown)."""
+    with contextlib.suppress(psutil.Error, OSError):
+        for conn in psutil.net_connections("tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+                return psutil.Process(conn.pid).cmdline()
+    return []
 
 
 def ipv6_loopback_available() -> bool:

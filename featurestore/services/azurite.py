@@ -78,7 +78,10 @@ class AzuriteService(ManagedService):
                 conn.close()
             return server.rpartition("/")[2] if server.startswith("Azurite") else server
         try:
-            self._client().get_account_information()
+            # One quick try: a probe must not sit in the SDK's retry back-off.
+            BlobServiceClient.from_connection_string(
+                self.settings.azure_connection_string, retry_total=0, connection_timeout=5
+            ).get_account_information()
         except Exception:  # noqa: BLE001 - any failure means "does not answer"
             return None
         return ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import shutil
 import subprocess
 import uuid
@@ -20,6 +21,7 @@ from featurestore.services.base import ManagedService
 log = logging.getLogger(__name__)
 
 _RESOURCES = resources.files("featurestore.services") / "resources"
+_VERSION_IN_PATH = re.compile(r"kafka(?:_2\.1[23])?-(\d+\.\d+\.\d+)")
 
 
 class KafkaService(ManagedService):
@@ -62,7 +64,14 @@ class KafkaService(ManagedService):
         return ""
 
     def version_hint(self) -> str:
-        return self.settings.kafka_version if _proc.read_pid(self.pid_file) else ""
+        """Kafka speaks no release version; read it off a local broker's class path."""
+        if not self.is_local():
+            return ""
+        for arg in _proc.listener_cmdline(self.host_port[1]):
+            match = _VERSION_IN_PATH.search(arg)
+            if match:
+                return match.group(1)
+        return ""
 
     # -- files ---------------------------------------------------------------------------
     @property

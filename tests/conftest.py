@@ -1,0 +1,106 @@
+"""Test session: real Redis, Kafka and Azurite on test ports, started by the project's own
+start-up functions and stopped at the end if this session started them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from featurestore.logs import setup_logging
+from featurestore.services import AzuriteService, KafkaService, ManagedService, RedisService
+from featurestore.settings import AZURITE_ACCOUNT, AZURITE_KEY, Settings
+
+PROJECT = Path(__file__).resolve().parents[1]
+ON_CI = bool(os.environ.get("CI"))
+
+
+def require_tools(*names: str) -> None:
+    """Skip when a tool is missing locally; on CI a missing tool is a failure."""
+    missing = [name for name in names if shutil.which(name) is None]
+    if missing:
+        message = f"missing tools: {', '.join(missing)} (run `make setup`)"
+        if ON_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def make_settings(state_dir: Path, **overrides: object) -> Settings:
+    """Settings for the test stack: its own state folder and ports, the shared tool cache."""
+    values: dict[str, object] = {
+        "state_dir": state_dir,
+        "tools_path": PROJECT / ".state" / "tools",
+        "kafka_bootstrap": "localhost:29092",
+        "kafka_controller_port": 29093,
+        "redis_url": "redis://localhost:26379/0",
+        "azure_connection_string": (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:20000/{AZURITE_ACCOUNT};"
+        ),
+        "grpc_port": 50551,
+        "flower_port": 25555,
+        "metrics_port_worker": 29101,
+        "metrics_port_bridge": 29102,
+        "metrics_port_grpc": 29103,
+        "metrics_port_beat": 29104,
+        "consumer_group": "featurestore-test",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The session's settings."""
+    setup_logging("INFO")
+    return make_settings(tmp_path_factory.mktemp("state"))
+
+
+def _session_service(service: ManagedService) -> Iterator[ManagedService]:
+    status = service.ensure()
+    yield service
+    if status.started:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_service(settings: Settings) -> Iterator[ManagedService]:
+    """Redis on the test port."""
+    require_tools("redis-server")
+    yield from _session_service(RedisService(settings))
+
+
+@pytest.fixture(scope="session")
+def kafka_service(settings: Settings) -> Iterator[ManagedService]:
+    """A Kafka broker on the test port, with the topics created."""
+    require_tools("java", "mvn")
+    yield from _session_service(KafkaService(settings))
+
+
+@pytest.fixture(scope="session")
+def azurite_service(settings: Settings) -> Iterator[ManagedService]:
+    """Azurite on the test port, with the container created."""
+    require_tools("node", "npm")
+    yield from _session_service(AzuriteService(settings))
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    settings: Settings,
+    redis_service: ManagedService,
+    kafka_service: ManagedService,
+    azurite_service: ManagedService,
+) -> Iterator[Settings]:
+    """The whole stack under supervisord, on the session's services, with its own state."""
+    from featurestore import stack as stack_module
+
+    stack_settings = settings.model_copy(
+        update={"state_dir": tmp_path_factory.mktemp("stack-state")}
+    )
+    stack_module.up(stack_settings, timeout=300)
+    yield stack_settings
+    stack_module.down(stack_settings)

@@ -1,0 +1,66 @@
+"""The whole stack under supervisord: every program runs and answers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from featurestore import stack as stack_module
+from featurestore.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+PROGRAMS = {"redis", "kafka", "azurite", "duckdb-worker", "bridge", "beat", "grpc", "flower"}
+
+
+def test_every_program_is_running(stack: Settings) -> None:
+    states = {p.name: p.state for p in stack_module.programs(stack)}
+    assert states == dict.fromkeys(PROGRAMS, "RUNNING")
+
+
+def test_status_command_shows_programs_and_services(stack: Settings) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "featurestore.cli", "status"],
+        env={**os.environ, **stack.to_env()},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in PROGRAMS:
+        assert f"\n{name} " in result.stdout
+    assert stack.kafka_bootstrap in result.stdout
+    assert f"{stack.kafka_version}" in result.stdout
+
+
+def test_grpc_health_is_serving(stack: Settings) -> None:
+    with grpc.insecure_channel(f"localhost:{stack.grpc_port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=30)
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize(
+    "port_field",
+    ["metrics_port_worker", "metrics_port_bridge", "metrics_port_grpc", "metrics_port_beat"],
+)
+def test_programs_expose_prometheus_metrics(stack: Settings, port_field: str) -> None:
+    port = getattr(stack, port_field)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        body = reply.read().decode()
+    assert "fstore_up{" in body
+
+
+def test_flower_answers(stack: Settings) -> None:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{stack.flower_port}/metrics", timeout=30
+    ) as reply:
+        assert reply.status == 200
+        assert "flower_" in reply.read().decode()
