@@ -16,6 +16,8 @@ from featurestore.settings import AZURITE_ACCOUNT, AZURITE_KEY, Settings
 
 PROJECT = Path(__file__).resolve().parents[1]
 ON_CI = bool(os.environ.get("CI"))
+# Lets two test sessions (say, a local run beside a CI run) use disjoint ports.
+PORT_OFFSET = int(os.environ.get("FSTORE_TEST_PORT_OFFSET", "0"))
 
 
 def require_tools(*names: str) -> None:
@@ -33,19 +35,20 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "state_dir": state_dir,
         "tools_path": PROJECT / ".state" / "tools",
-        "kafka_bootstrap": "localhost:29092",
-        "kafka_controller_port": 29093,
-        "redis_url": "redis://localhost:26379/0",
+        "kafka_bootstrap": f"localhost:{29092 + PORT_OFFSET}",
+        "kafka_controller_port": 29093 + PORT_OFFSET,
+        "redis_url": f"redis://localhost:{26379 + PORT_OFFSET}/0",
         "azure_connection_string": (
             f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
-            f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:20000/{AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{20000 + PORT_OFFSET}/{AZURITE_ACCOUNT};"
         ),
-        "grpc_port": 50551,
-        "flower_port": 25555,
-        "metrics_port_worker": 29101,
-        "metrics_port_bridge": 29102,
-        "metrics_port_grpc": 29103,
-        "metrics_port_beat": 29104,
+        "grpc_port": 50551 + PORT_OFFSET,
+        "flower_port": 25555 + PORT_OFFSET,
+        "metrics_port_worker": 29101 + PORT_OFFSET,
+        "metrics_port_bridge": 29102 + PORT_OFFSET,
+        "metrics_port_grpc": 29103 + PORT_OFFSET,
+        "metrics_port_beat": 29104 + PORT_OFFSET,
         "consumer_group": "featurestore-test",
     }
     values.update(overrides)

@@ -78,7 +78,10 @@ def listener_cmdline(port: int) -> list[str]:
     """Command line of the local process listening on this TCP port (empty if unknown)."""
     with contextlib.suppress(psutil.Error, OSError):
         for conn in psutil.net_connections("tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            address = conn.laddr
+            if not isinstance(address, tuple) or len(address) < 2:
+                continue
+            if conn.status == psutil.CONN_LISTEN and address[1] == port and conn.pid:
                 return psutil.Process(conn.pid).cmdline()
     return []
 
