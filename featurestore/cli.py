@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from featurestore import services, stack
 from featurestore.errors import FeatureStoreError
@@ -110,6 +111,22 @@ def cmd_grpc(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    """Validate feature files and publish them to the features topic."""
+    from bridge.producer import REJECTS_SHOWN, FileProducer
+
+    services.ensure_kafka(settings)
+    report = FileProducer(settings, args.rows_per_message).run(args.paths, strict=args.strict)
+    for reject in report.rejects[:REJECTS_SHOWN]:
+        print(f"rejected {reject}", file=sys.stderr)
+    if len(report.rejects) > REJECTS_SHOWN:
+        print(f"... and {len(report.rejects) - REJECTS_SHOWN} more rejected", file=sys.stderr)
+    if args.strict and report.rows_rejected:
+        print("nothing sent: --strict and some rows were rejected", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.rows_rejected else 0
+
+
 Handler = Callable[[Settings, argparse.Namespace], int]
 
 
@@ -133,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("flower", cmd_flower)
     add("bridge", cmd_bridge)
     add("grpc", cmd_grpc)
+    produce = add("produce", cmd_produce)
+    produce.add_argument("paths", nargs="+", type=Path, help="files or folders")
+    produce.add_argument("--rows-per-message", type=int, default=500)
+    produce.add_argument(
+        "--strict", action="store_true", help="send nothing when any row is rejected"
+    )
     return parser
 
 

@@ -5,7 +5,10 @@ FeatureStoreError
  +-- ServiceError           a backing service could not be reached or started
  |    +-- ServiceStartError     started, but it did not become ready in time
  |    +-- ToolMissingError      a program or download it needs is not there
+ |    +-- QueryTimeoutError          the DuckDB service did not answer a read in time
  +-- ValidationError        input (a row, a message, a file) is not acceptable
+ +-- QueryError             DuckDB failed a read (its message is kept)
+      +-- ReadOnlyError     a read tried to write or ran several statements
 """
 
 
@@ -31,3 +34,15 @@ class ToolMissingError(ServiceError):
 
 class ValidationError(FeatureStoreError):
     """Input is not acceptable; the message says what and where."""
+
+
+class QueryError(FeatureStoreError):
+    """DuckDB refused or failed a read; the message is DuckDB's own."""
+
+
+class ReadOnlyError(QueryError):
+    """A read was asked to write, change settings, or run more than one statement."""
+
+
+class QueryTimeoutError(ServiceError):
+    """The DuckDB service did not answer a read within its timeout."""

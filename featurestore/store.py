@@ -11,6 +11,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featurestore.errors import QueryError
+from featurestore.readonly import check_read_only
+
 log = logging.getLogger(__name__)
 
 SCHEMA = (
@@ -124,6 +127,14 @@ class Store:
                 cur.rollback()
                 raise
         return WriteResult(inserted=fresh.num_rows, duplicates=duplicates)
+
+    def read(self, sql: str, params: list[object] | dict[str, object] | None) -> pa.Table:
+        """Run one parameterised SELECT on this thread's cursor (never blocked by a write)."""
+        check_read_only(sql)
+        try:
+            return self.cursor().execute(sql, params).to_arrow_table()
+        except duckdb.Error as exc:
+            raise QueryError(str(exc)) from None
 
     def resume_offset(self, topic: str, partition: int, committed: int) -> int:
         """First offset not yet written, walking recorded ranges contiguous from `committed`."""

@@ -11,6 +11,7 @@ from azure.storage.blob import BlobServiceClient
 from featurestore import constants, model_sync
 from featurestore.duckdb_service import DuckDBService
 from featurestore.errors import ServiceError
+from featurestore.query import encode_table
 from featurestore.store import OffsetSpan
 from tasks.app import app
 
@@ -45,6 +46,12 @@ def write_features_batch(
     """Write one Arrow IPC batch of feature rows exactly once."""
     span = OffsetSpan(topic, partition, first_offset, last_offset)
     return asdict(_require().write_batch(payload, span))
+
+
+@app.task(name=constants.TASK_READ)
+def read(sql: str, params: list[Any] | dict[str, Any] | None) -> bytes:
+    """Run one parameterised SELECT; the result as Arrow IPC bytes."""
+    return encode_table(_require().store.read(sql, params))
 
 
 @app.task(name=constants.TASK_RESUME_OFFSET)
