@@ -58,25 +58,28 @@ class Batcher:
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self._open: dict[tuple[str, int], PendingBatch] = {}
+        self._full: list[PendingBatch] = []
 
     def add(self, topic: str, partition: int, offset: int, events: Columns | None) -> None:
-        """Add a consumed message to its partition's open batch."""
+        """Add a consumed message to its partition's open batch; close the batch when full."""
         key = (topic, partition)
         pending = self._open.get(key)
         if pending is None:
             pending = self._open[key] = PendingBatch(topic, partition, offset, offset)
         pending.add(offset, events)
+        if len(pending.columns) >= self.max_rows:
+            self._full.append(self._open.pop(key))
 
     def due(self, now: float | None = None, *, flush: bool = False) -> list[PendingBatch]:
-        """Close and return every batch that is full, too old, or all of them when flushing."""
+        """Every closed batch, plus open ones past max_wait_s (or all of them when flushing)."""
         now = time.monotonic() if now is None else now
-        ready = [
-            key
-            for key, p in self._open.items()
-            if flush or len(p.columns) >= self.max_rows or now - p.started >= self.max_wait_s
+        ready, self._full = self._full, []
+        expired = [
+            key for key, p in self._open.items() if flush or now - p.started >= self.max_wait_s
         ]
-        return [self._open.pop(key) for key in ready]
+        return ready + [self._open.pop(key) for key in expired]
 
     def drop(self, topic: str, partition: int) -> None:
-        """Forget the open batch of a partition this consumer no longer owns."""
+        """Forget the batches of a partition this consumer no longer owns."""
         self._open.pop((topic, partition), None)
+        self._full = [p for p in self._full if (p.topic, p.partition) != (topic, partition)]

@@ -225,7 +225,7 @@ class Bridge:
         try:
             while not self.stop.is_set():
                 self._throttle()
-                for msg in self.consumer.consume(num_messages=1000, timeout=0.05):
+                for msg in self.consumer.consume(num_messages=100, timeout=0.05):
                     self._take(msg)
                 self._send_due()
                 self._commit_done()

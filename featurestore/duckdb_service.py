@@ -10,26 +10,20 @@ import pyarrow as pa
 import redis
 
 from featurestore import batch, metrics
-from featurestore.online import OnlineStore
+from featurestore.online import OnlineStore, latest_updates_sql
 from featurestore.settings import Settings
 from featurestore.store import OffsetSpan, Store, WriteResult
 
 log = logging.getLogger(__name__)
 
-_LATEST_PER_PAIR = """
-    SELECT entity_id, feature_name, arg_max(value, event_timestamp) AS value,
-           max(event_timestamp) AS event_timestamp
-    FROM rows GROUP BY entity_id, feature_name
-"""
-
 
 def latest_per_pair(cur: duckdb.DuckDBPyConnection, rows: pa.Table) -> pa.Table:
-    """The newest row of each (entity, feature) in a table of feature rows."""
-    cur.register("rows", rows)
+    """The online store's updates for a table of feature rows."""
+    cur.register("batch_rows", rows)
     try:
-        return cur.execute(_LATEST_PER_PAIR).to_arrow_table()
+        return cur.sql(latest_updates_sql("batch_rows")).to_arrow_table()
     finally:
-        cur.unregister("rows")
+        cur.unregister("batch_rows")
 
 
 class DuckDBService:
@@ -71,10 +65,7 @@ class DuckDBService:
     def rebuild_online(self) -> int:
         """Recompute the online store from every row in DuckDB; returns pairs written."""
         cur = self.store.cursor()
-        reader = cur.sql(
-            "SELECT entity_id, feature_name, arg_max(value, event_timestamp) AS value, "
-            "max(event_timestamp) AS event_timestamp FROM features GROUP BY ALL"
-        ).to_arrow_reader(100_000)
+        reader = cur.sql(latest_updates_sql("features")).to_arrow_reader(100_000)
         written = 0
         for chunk in reader:
             self.online.apply_latest(pa.Table.from_batches([chunk]))

@@ -3,8 +3,8 @@
 A message is a JSON object (one event) or a JSON array of objects. An event has exactly
 these fields:
 
-- entity_id: non-empty string, at most 256 characters
-- feature_name: non-empty string, at most 256 characters
+- entity_id: non-empty string without control characters, at most 256 characters
+- feature_name: non-empty string without control characters, at most 256 characters
 - value: a finite number (NaN and infinity are rejected: they are not feature values,
   and standard JSON cannot carry them); booleans are rejected
 - event_timestamp: ISO-8601 string; with a time zone it is converted to UTC, without one
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass, field
 
 import orjson
@@ -23,6 +24,7 @@ from featurestore.errors import ValidationError
 
 FIELDS = ("entity_id", "feature_name", "value", "event_timestamp")
 MAX_NAME_LENGTH = 256
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -50,6 +52,8 @@ def _name(row: dict[str, object], key: str) -> str:
         raise ValidationError(f"{key} must be a non-empty string, got {_kind(value)}")
     if len(value) > MAX_NAME_LENGTH:
         raise ValidationError(f"{key} is longer than {MAX_NAME_LENGTH} characters")
+    if CONTROL_CHARACTERS.search(value):
+        raise ValidationError(f"{key} contains control characters")
     return value
 
 
@@ -100,6 +104,36 @@ class Columns:
         self.event_timestamp.extend(other.event_timestamp)
 
 
+def _fast_row(row: object, micros: dict[object, int]) -> tuple[str, str, float, int] | None:
+    """The event as a tuple when it is plainly valid, else None (the precise path decides).
+
+    Accepts only what Columns.append_row accepts; timestamps are cached per message
+    because they repeat (a wide file's row becomes several events with one timestamp).
+    """
+    if type(row) is not dict or len(row) != 4:
+        return None
+    entity, feature = row.get("entity_id"), row.get("feature_name")
+    value, stamp = row.get("value"), row.get("event_timestamp")
+    if not (
+        type(entity) is str
+        and type(feature) is str
+        and 0 < len(entity) <= MAX_NAME_LENGTH
+        and 0 < len(feature) <= MAX_NAME_LENGTH
+        and entity.isprintable()
+        and feature.isprintable()
+        and (type(value) is int or (type(value) is float and math.isfinite(value)))
+        and type(stamp) is str
+    ):
+        return None
+    ts = micros.get(stamp)
+    if ts is None:
+        try:
+            ts = micros[stamp] = timestamp_micros(stamp)
+        except ValidationError:
+            return None
+    return entity, feature, float(value), ts
+
+
 def parse_message(raw: bytes | None) -> Columns:
     """Parse and validate one Kafka message; every event must be valid, or none is taken."""
     if not raw:
@@ -112,9 +146,17 @@ def parse_message(raw: bytes | None) -> Columns:
     if not rows:
         raise ValidationError("empty list of events")
     columns = Columns()
+    micros: dict[object, int] = {}
     for index, row in enumerate(rows):
-        try:
-            columns.append_row(row)
-        except ValidationError as exc:
-            raise ValidationError(f"event {index}: {exc}") from None
+        fast = _fast_row(row, micros)
+        if fast is None:
+            try:
+                columns.append_row(row)
+            except ValidationError as exc:
+                raise ValidationError(f"event {index}: {exc}") from None
+            continue
+        columns.entity_id.append(fast[0])
+        columns.feature_name.append(fast[1])
+        columns.value.append(fast[2])
+        columns.event_timestamp.append(fast[3])
     return columns

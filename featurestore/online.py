@@ -10,23 +10,58 @@ import redis
 
 from featurestore.constants import online_feature_key
 
-# Fields hold "<event_timestamp micros>:<value>"; a write only wins when its timestamp
-# is at least as new, so batches applied out of order still leave the newest value.
+# One hash per entity; a field holds "<event_timestamp micros>:<value>". A field is only
+# overwritten by a value at least as new, so batches applied out of order (or twice)
+# still leave the newest value. ARGV[i] packs KEYS[i]'s updates as records
+# "field US micros US value RS" (US = \x1f, RS = \x1e): one string per entity, because
+# encoding one argument per field costs more in the client than the script itself.
 _SET_IF_NEWER = """
-local n = 0
+local changed = 0
 for i = 1, #KEYS do
-  local base = (i - 1) * 3
-  local field, ts, value = ARGV[base + 1], tonumber(ARGV[base + 2]), ARGV[base + 3]
-  local old = redis.call('HGET', KEYS[i], field)
-  if (not old) or tonumber(string.match(old, '^(-?%d+):')) <= ts then
-    redis.call('HSET', KEYS[i], field, ARGV[base + 2] .. ':' .. value)
-    n = n + 1
+  local fields, micros, values = {}, {}, {}
+  for f, m, v in string.gmatch(ARGV[i], '([^\\31]*)\\31(%-?%d+)\\31([^\\30]*)\\30') do
+    fields[#fields + 1] = f
+    micros[#micros + 1] = tonumber(m)
+    values[#values + 1] = m .. ':' .. v
+  end
+  local old = redis.call('HMGET', KEYS[i], unpack(fields))
+  local updates = {}
+  for j = 1, #fields do
+    local stored = old[j]
+    if (not stored) or tonumber(string.match(stored, '^(-?%d+):')) <= micros[j] then
+      updates[#updates + 1] = fields[j]
+      updates[#updates + 1] = values[j]
+    end
+  end
+  if #updates > 0 then
+    redis.call('HSET', KEYS[i], unpack(updates))
+    changed = changed + #updates / 2
   end
 end
-return n
+return changed
 """
 
-_CHUNK = 2000
+_ENTITIES_PER_CALL = 1000
+# At most this many fields of one entity per record string: keeps unpack() in the script
+# far below Lua's stack limit.
+MAX_FIELDS_PER_RECORD = 500
+
+
+def latest_updates_sql(source: str) -> str:
+    """SQL giving, for a table of feature rows, one (entity_id, updates) row per entity
+    chunk: the newest value of each of its features, packed for apply_latest."""
+    return f"""
+    SELECT entity_id,
+           string_agg(feature_name || chr(31) || micros::VARCHAR || chr(31) || value::VARCHAR
+                      || chr(30), '') AS updates
+    FROM (SELECT entity_id, feature_name, value, epoch_us(ts) AS micros,
+                 (row_number() OVER (PARTITION BY entity_id ORDER BY feature_name) - 1)
+                   // {MAX_FIELDS_PER_RECORD} AS part
+          FROM (SELECT entity_id, feature_name, arg_max(value, event_timestamp) AS value,
+                       max(event_timestamp) AS ts
+                FROM {source} GROUP BY entity_id, feature_name))
+    GROUP BY entity_id, part
+    """
 
 
 def as_text(value: bytes | str) -> str:
@@ -51,21 +86,15 @@ class OnlineStore:
         self._script = client.register_script(_SET_IF_NEWER)
 
     def apply_latest(self, latest: pa.Table) -> int:
-        """Apply rows (entity_id, feature_name, value, event_timestamp), one per pair."""
+        """Apply rows (entity_id, updates) where updates packs the entity's newest values
+        as the script reads them (see latest_updates_sql); returns fields written."""
         entities = latest.column("entity_id").to_pylist()
-        features = latest.column("feature_name").to_pylist()
-        values = latest.column("value").to_pylist()
-        micros = latest.column("event_timestamp").cast(pa.int64()).to_pylist()
+        updates = latest.column("updates").to_pylist()
         changed = 0
-        for start in range(0, len(entities), _CHUNK):
-            stop = start + _CHUNK
+        for start in range(0, len(entities), _ENTITIES_PER_CALL):
+            stop = start + _ENTITIES_PER_CALL
             keys = [online_feature_key(e) for e in entities[start:stop]]
-            args: list[str | int | float] = []
-            for feature, ts, value in zip(
-                features[start:stop], micros[start:stop], values[start:stop], strict=True
-            ):
-                args.extend((feature, ts, repr(value)))
-            changed += int(self._script(keys=keys, args=args))
+            changed += int(self._script(keys=keys, args=updates[start:stop]))
         return changed
 
     def get(self, entity_id: str) -> dict[str, OnlineValue]:

@@ -111,9 +111,13 @@ SELECT pos, entity_id, feature_name, num AS value,
          WHEN entity_id IS NULL OR entity_id = '' THEN 'entity_id is missing'
          WHEN length(entity_id) > {MAX_NAME_LENGTH}
            THEN 'entity_id is longer than {MAX_NAME_LENGTH} characters'
+         WHEN regexp_matches(entity_id, '[\\x00-\\x1f\\x7f-\\x9f]')
+           THEN 'entity_id contains control characters'
          WHEN feature_name IS NULL OR feature_name = '' THEN 'feature_name is missing'
          WHEN length(feature_name) > {MAX_NAME_LENGTH}
            THEN 'feature_name is longer than {MAX_NAME_LENGTH} characters'
+         WHEN regexp_matches(feature_name, '[\\x00-\\x1f\\x7f-\\x9f]')
+           THEN 'feature_name contains control characters'
          WHEN raw_value IS NULL THEN 'value is missing'
          WHEN num IS NULL THEN 'value ' || to_json(left(raw_value, 40)) || ' is not a number'
          WHEN isnan(num) OR isinf(num) THEN 'value must be finite, got ' || raw_value

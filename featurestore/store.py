@@ -62,6 +62,8 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._con = duckdb.connect(str(path))
+        # created_at defaults to CURRENT_TIMESTAMP: store it as UTC, like event_timestamp.
+        self._con.execute("SET TimeZone = 'UTC'")
         self._write_lock = threading.Lock()
         self._local = threading.local()
         for statement in SCHEMA:
@@ -132,7 +134,9 @@ class Store:
         """Run one parameterised SELECT on this thread's cursor (never blocked by a write)."""
         check_read_only(sql)
         try:
-            return self.cursor().execute(sql, params).to_arrow_table()
+            relation = self.cursor().sql(sql, params=params)
+            assert relation is not None  # a SELECT always gives a relation
+            return relation.to_arrow_table()
         except duckdb.Error as exc:
             raise QueryError(str(exc)) from None
 

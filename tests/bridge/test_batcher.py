@@ -1,0 +1,62 @@
+"""Batching by rows and by wait; spans cover dead-lettered messages (no services)."""
+
+from __future__ import annotations
+
+import orjson
+
+from bridge.batcher import Batcher
+from featurestore import batch
+from featurestore.events import parse_message
+
+
+def events(n: int, entity: str = "e") -> bytes:
+    return orjson.dumps(
+        [
+            {
+                "entity_id": f"{entity}{i}",
+                "feature_name": "f",
+                "value": i,
+                "event_timestamp": "2024-01-01T00:00:00Z",
+            }
+            for i in range(n)
+        ]
+    )
+
+
+def test_batch_closes_when_full() -> None:
+    batcher = Batcher(max_rows=10, max_wait_s=60)
+    for offset in range(3):
+        batcher.add("t", 0, offset, parse_message(events(4)))
+    ready = batcher.due(now=0.0)
+    assert len(ready) == 1
+    assert len(ready[0].columns) == 12
+    assert (ready[0].first_offset, ready[0].last_offset) == (0, 2)
+    assert batcher.due(now=0.0) == []
+
+
+def test_batch_closes_after_max_wait() -> None:
+    batcher = Batcher(max_rows=1000, max_wait_s=0.5)
+    batcher.add("t", 0, 7, parse_message(events(1)))
+    started = batcher.due(now=0.0)
+    assert started == []
+    [late] = batcher.due(now=10**9)
+    assert late.span.first_offset == 7
+
+
+def test_dead_lettered_message_is_inside_the_span_but_adds_no_rows() -> None:
+    batcher = Batcher(max_rows=1000, max_wait_s=60)
+    batcher.add("t", 0, 5, parse_message(events(2)))
+    batcher.add("t", 0, 6, None)
+    batcher.add("t", 0, 7, parse_message(events(1, "z")))
+    [pending] = batcher.due(flush=True)
+    assert (pending.span.first_offset, pending.span.last_offset) == (5, 7)
+    rows, offsets = batch.decode(pending.encode())
+    assert offsets.to_pylist() == [5, 5, 7]
+    assert rows.column("entity_id").to_pylist() == ["e0", "e1", "z0"]
+
+
+def test_partitions_batch_separately() -> None:
+    batcher = Batcher(max_rows=1000, max_wait_s=60)
+    batcher.add("t", 0, 1, parse_message(events(1)))
+    batcher.add("t", 1, 1, parse_message(events(1)))
+    assert sorted(p.partition for p in batcher.due(flush=True)) == [0, 1]
