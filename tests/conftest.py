@@ -50,6 +50,8 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
         "metrics_port_grpc": 29103 + PORT_OFFSET,
         "metrics_port_beat": 29104 + PORT_OFFSET,
         "consumer_group": "featurestore-test",
+        # Fault tests lose write tasks on purpose; resend them soon.
+        "batch_resend_after_s": 15.0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -92,18 +94,20 @@ def azurite_service(settings: Settings) -> Iterator[ManagedService]:
 
 @pytest.fixture(scope="session")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory,
     settings: Settings,
     redis_service: ManagedService,
     kafka_service: ManagedService,
     azurite_service: ManagedService,
 ) -> Iterator[Settings]:
-    """The whole stack under supervisord, on the session's services, with its own state."""
+    """The whole stack under supervisord, on the session's services and state folder."""
     from featurestore import stack as stack_module
 
-    stack_settings = settings.model_copy(
-        update={"state_dir": tmp_path_factory.mktemp("stack-state")}
-    )
-    stack_module.up(stack_settings, timeout=300)
-    yield stack_settings
-    stack_module.down(stack_settings)
+    stack_module.up(settings, timeout=300)
+    yield settings
+    stack_module.down(settings)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that need the whole stack last: earlier tests kill and restart the
+    backing services, which the stack's supervisord programs would otherwise race for."""
+    items.sort(key=lambda item: "stack" in getattr(item, "fixturenames", ()))

@@ -1,0 +1,65 @@
+"""Helpers shared by the integration tests: test data, counting through the DuckDB service."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import duckdb
+from celery import Celery
+
+from featurestore.query import query_table
+
+CHECKSUM_SQL = (
+    "SELECT count(*) AS n, coalesce(sum(hash(entity_id, feature_name, value, "
+    "event_timestamp)), 0)::VARCHAR AS checksum FROM {source} WHERE starts_with(entity_id, ?)"
+)
+
+
+def write_events(path: Path, prefix: str, entities: int, features: int = 10, seed: int = 1) -> int:
+    """A Parquet or CSV file of events with unique (entity, feature, timestamp); row count."""
+    fmt = "parquet" if path.suffix == ".parquet" else "csv"
+    with duckdb.connect() as con:
+        con.execute(
+            f"""COPY (SELECT '{prefix}' || (i // {features}) AS entity_id,
+                         'feature_' || (i % {features}) AS feature_name,
+                         round(((hash(i + {seed}) % 1000000) / 1000.0)::DOUBLE, 3) AS value,
+                         TIMESTAMP '2024-01-01' + to_seconds(i // {features})
+                           + to_microseconds(i % 997) AS event_timestamp
+                  FROM range({entities * features}) t(i)) TO '{path}' (FORMAT {fmt})"""
+        )
+    return entities * features
+
+
+def expected_checksum(path: Path, prefix: str) -> tuple[int, str]:
+    """Count and checksum of a file's events, computed the way the DuckDB service does."""
+    reader = "read_parquet" if path.suffix == ".parquet" else "read_csv"
+    source = f"(SELECT * FROM {reader}('{path}'))"
+    with duckdb.connect() as con:
+        row = con.execute(CHECKSUM_SQL.format(source=source), [prefix]).fetchone()
+    assert row is not None
+    return int(row[0]), str(row[1])
+
+
+def stored_checksum(app: Celery, prefix: str) -> tuple[int, str]:
+    """Count and checksum of the events with this entity prefix in the DuckDB service."""
+    table = query_table(app, CHECKSUM_SQL.format(source="features"), [prefix], timeout=60)
+    return int(table.column("n")[0].as_py()), str(table.column("checksum")[0].as_py())
+
+
+def stored_count(app: Celery, prefix: str) -> int:
+    """Events with this entity prefix in DuckDB (0 while the service does not answer)."""
+    try:
+        return stored_checksum(app, prefix)[0]
+    except Exception:  # noqa: BLE001 - during fault tests the service may be down
+        return 0
+
+
+def wait_for_count(app: Celery, prefix: str, expected: int, timeout: float = 180) -> int:
+    """Wait until DuckDB holds at least `expected` events with the prefix; the count."""
+    deadline = time.monotonic() + timeout
+    count = stored_count(app, prefix)
+    while count < expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        count = stored_count(app, prefix)
+    return count
