@@ -127,6 +127,17 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if report.rows_rejected else 0
 
 
+def cmd_rebuild_online(settings: Settings, _args: argparse.Namespace) -> int:
+    """Rebuild the online store (Redis) from every row in DuckDB."""
+    from featurestore import constants
+    from tasks.app import configure
+
+    app = configure(settings)
+    result = app.send_task(constants.TASK_REBUILD_ONLINE, queue=settings.read_queue)
+    print(f"online store rebuilt: {result.get(timeout=3600)} feature values written")
+    return 0
+
+
 Handler = Callable[[Settings, argparse.Namespace], int]
 
 
@@ -150,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("flower", cmd_flower)
     add("bridge", cmd_bridge)
     add("grpc", cmd_grpc)
+    add("rebuild-online", cmd_rebuild_online)
     produce = add("produce", cmd_produce)
     produce.add_argument("paths", nargs="+", type=Path, help="files or folders")
     produce.add_argument("--rows-per-message", type=int, default=500)

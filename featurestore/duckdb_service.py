@@ -11,6 +11,7 @@ import redis
 
 from featurestore import batch, metrics
 from featurestore.online import OnlineStore, latest_updates_sql
+from featurestore.progress import Progress
 from featurestore.settings import Settings
 from featurestore.store import OffsetSpan, Store, WriteResult
 
@@ -63,14 +64,16 @@ class DuckDBService:
         return self.store.resume_offset(topic, partition, committed)
 
     def rebuild_online(self) -> int:
-        """Recompute the online store from every row in DuckDB; returns pairs written."""
+        """Merge the newest value of every (entity, feature) in DuckDB into the online store
+        (values already there and as new are kept); returns the fields written."""
         cur = self.store.cursor()
-        reader = cur.sql(latest_updates_sql("features")).to_arrow_reader(100_000)
+        reader = cur.sql(latest_updates_sql("features")).to_arrow_reader(10_000)
         written = 0
-        for chunk in reader:
-            self.online.apply_latest(pa.Table.from_batches([chunk]))
-            written += chunk.num_rows
-        log.info("online_rebuilt pairs=%d", written)
+        with Progress("rebuild-online", None, unit="entities") as progress:
+            for chunk in reader:
+                written += self.online.apply_latest(pa.Table.from_batches([chunk]))
+                progress.update(chunk.num_rows)
+        log.info("online_rebuilt fields_written=%d", written)
         return written
 
     def row_count(self) -> int:

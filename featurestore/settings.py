@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     # Bridge batching
     batch_max_rows: int = 10_000
     batch_max_wait_s: float = 0.5
-    max_batches_in_flight: int = 8
+    max_batches_in_flight: int = 32
     max_message_bytes: int = 900_000
     batch_resend_after_s: float = 120.0
     drain_timeout_s: float = 60.0

@@ -60,6 +60,12 @@ def resume_offset(topic: str, partition: int, committed: int) -> int:
     return _require().resume_offset(topic, partition, committed)
 
 
+@app.task(name=constants.TASK_REBUILD_ONLINE)
+def rebuild_online() -> int:
+    """Recompute the online store from DuckDB; returns the (entity, feature) pairs written."""
+    return _require().rebuild_online()
+
+
 @app.task(name=constants.TASK_SYNC_MODELS)
 def sync_models() -> dict[str, list[str]]:
     """Copy the production models' artifacts from Azure Blob Storage into Redis."""
