@@ -34,6 +34,7 @@ def bench_settings(state_dir: Path, **overrides: object) -> Settings:
         "metrics_port_bridge": 10102,
         "metrics_port_grpc": 10103,
         "metrics_port_beat": 10104,
+        "prometheus_port": 10090,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

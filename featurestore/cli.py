@@ -20,6 +20,7 @@ SERVICES: dict[str, Callable[[Settings], services.ManagedService]] = {
     "kafka": services.KafkaService,
     "redis": services.RedisService,
     "azurite": services.AzuriteService,
+    "prometheus": services.PrometheusService,
 }
 
 

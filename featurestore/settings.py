@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     metrics_port_bridge: int = 9102
     metrics_port_grpc: int = 9103
     metrics_port_beat: int = 9104
-    supervisord_port: int = 9001
+    prometheus_port: int = 9090
+    prometheus_scrape_interval_s: float = 5.0
 
     @property
     def logs_dir(self) -> Path:

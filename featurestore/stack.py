@@ -15,7 +15,12 @@ from typing import Any
 from supervisor.xmlrpc import SupervisorTransport
 
 from featurestore.errors import ConfigError, ServiceStartError
-from featurestore.services import ServiceStatus, all_services
+from featurestore.services import (
+    ManagedService,
+    PrometheusService,
+    ServiceStatus,
+    all_services,
+)
 from featurestore.services._proc import read_pid
 from featurestore.settings import Settings
 
@@ -97,7 +102,7 @@ def up(settings: Settings, timeout: float = 300.0) -> list[ProgramStatus]:
                 f"programs not RUNNING after {timeout:.0f}s: {names}; logs in {settings.logs_dir}"
             )
         time.sleep(1.0)
-    for service in all_services(settings):
+    for service in watched_services(settings):
         _wait_answering(service.probe, service.name, deadline, settings)
     return programs(settings)
 
@@ -120,6 +125,11 @@ def _wait_answering(probe: Any, name: str, deadline: float, settings: Settings) 
         time.sleep(1.0)
 
 
+def watched_services(settings: Settings) -> list[ManagedService]:
+    """Backing services and Prometheus: what `up` waits for and `status` shows."""
+    return [*all_services(settings), PrometheusService(settings)]
+
+
 def down(settings: Settings) -> None:
     """Stop every program and supervisord, then any service a start-up function left running."""
     pid = supervisord_pid(settings)
@@ -129,10 +139,10 @@ def down(settings: Settings) -> None:
         while read_pid(settings.run_dir / "supervisord.pid") and time.monotonic() < deadline:
             time.sleep(0.5)
         log.info("supervisord_stopped pid=%d", pid)
-    for service in all_services(settings):
+    for service in watched_services(settings):
         service.stop()
 
 
 def service_statuses(settings: Settings) -> list[ServiceStatus]:
     """Reachability, address and version of every backing service (starts nothing)."""
-    return [service.status() for service in all_services(settings)]
+    return [service.status() for service in watched_services(settings)]

@@ -8,7 +8,7 @@ from typing import Any
 
 from azure.storage.blob import BlobServiceClient
 
-from featurestore import constants, model_sync
+from featurestore import constants, metrics, model_sync
 from featurestore.duckdb_service import DuckDBService
 from featurestore.errors import ServiceError
 from featurestore.query import encode_table
@@ -71,5 +71,10 @@ def sync_models() -> dict[str, list[str]]:
     """Copy the production models' artifacts from Azure Blob Storage into Redis."""
     service = _require()
     blobs = BlobServiceClient.from_connection_string(service.settings.azure_connection_string)
-    report = model_sync.sync_models(service.store.cursor(), blobs, service.online.client)
+    try:
+        report = model_sync.sync_models(service.store.cursor(), blobs, service.online.client)
+    except Exception:
+        metrics.MODEL_SYNC.labels("failed").inc()
+        raise
+    metrics.MODEL_SYNC.labels("ok").inc()
     return asdict(report)

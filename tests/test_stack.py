@@ -16,7 +16,17 @@ from featurestore.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-PROGRAMS = {"redis", "kafka", "azurite", "duckdb-worker", "bridge", "beat", "grpc", "flower"}
+PROGRAMS = {
+    "redis",
+    "kafka",
+    "azurite",
+    "duckdb-worker",
+    "bridge",
+    "beat",
+    "grpc",
+    "flower",
+    "prometheus",
+}
 
 
 def test_every_program_is_running(stack: Settings) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from featurestore.services.azurite import AzuriteService
 from featurestore.services.base import ManagedService, ServiceStatus
 from featurestore.services.kafka import KafkaService
+from featurestore.services.prometheus import PrometheusService
 from featurestore.services.redis import RedisService
 from featurestore.settings import Settings
 
@@ -12,6 +13,7 @@ __all__ = [
     "AzuriteService",
     "KafkaService",
     "ManagedService",
+    "PrometheusService",
     "RedisService",
     "ServiceStatus",
     "all_services",
