@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from featurestore import services, stack
+from featurestore import cli_models, services, stack
 from featurestore.errors import FeatureStoreError
 from featurestore.logs import setup_logging
 from featurestore.settings import Settings, load_settings
@@ -139,6 +139,14 @@ def cmd_rebuild_online(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model(settings: Settings, args: argparse.Namespace) -> int:
+    """Model registry commands."""
+    from featurestore import cli_models
+    from tasks.app import configure
+
+    return cli_models.run(settings, configure(settings), args)
+
+
 Handler = Callable[[Settings, argparse.Namespace], int]
 
 
@@ -163,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("bridge", cmd_bridge)
     add("grpc", cmd_grpc)
     add("rebuild-online", cmd_rebuild_online)
+    cli_models.add_parser(sub).set_defaults(handler=cmd_model)
     produce = add("produce", cmd_produce)
     produce.add_argument("paths", nargs="+", type=Path, help="files or folders")
     produce.add_argument("--rows-per-message", type=int, default=500)

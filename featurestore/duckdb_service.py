@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 import redis
 
-from featurestore import batch, metrics
+from featurestore import batch, metrics, registry
 from featurestore.online import OnlineStore, latest_updates_sql
 from featurestore.progress import Progress
 from featurestore.settings import Settings
@@ -75,6 +76,24 @@ class DuckDBService:
                 progress.update(chunk.num_rows)
         log.info("online_rebuilt fields_written=%d", written)
         return written
+
+    def change_registry(self, operation: str, arguments: dict[str, Any]) -> None:
+        """Apply one registry change (register, promote, archive) in one transaction."""
+        with self.store.transaction() as cur:
+            if operation == "register":
+                registry.register(cur, registry.ArtifactSpec.model_validate(arguments))
+            elif operation == "promote":
+                registry.promote(cur, arguments["model_id"], arguments["version"])
+            elif operation == "archive":
+                registry.archive(cur, arguments["model_id"], arguments["version"])
+            else:
+                raise registry.RegistryError(f"unknown registry operation {operation!r}")
+        log.info(
+            "registry_change operation=%s model_id=%s version=%s",
+            operation,
+            arguments.get("model_id"),
+            arguments.get("version"),
+        )
 
     def row_count(self) -> int:
         """Rows in the features table."""

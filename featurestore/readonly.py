@@ -1,14 +1,75 @@
-"""The read path's guard: one statement, and a read (SELECT) only."""
+"""The read path's guard: exactly one statement, a SELECT, reading only the database.
+
+Refused: anything that writes or changes state (INSERT, UPDATE, DELETE, DDL, ATTACH, COPY,
+INSTALL/LOAD, SET, PRAGMA, EXPORT, EXPLAIN ANALYZE...), several statements in one call, and,
+unless the caller is the server itself, table functions that read files or run SQL
+(read_csv, read_parquet, glob, query, ...) and file paths used as tables.
+"""
 
 from __future__ import annotations
+
+import functools
+import json
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 import duckdb
 
 from featurestore.errors import QueryError, ReadOnlyError
 
+# Table functions that compute rows without touching files or running other SQL.
+SAFE_TABLE_FUNCTIONS = frozenset(
+    {
+        "range",
+        "generate_series",
+        "unnest",
+        "duckdb_tables",
+        "duckdb_columns",
+        "duckdb_views",
+        "pragma_table_info",
+    }
+)
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
-def check_read_only(sql: str) -> None:
-    """Raise ReadOnlyError unless sql is exactly one SELECT statement."""
+
+def _walk(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+_local = threading.local()
+
+
+def _parser() -> duckdb.DuckDBPyConnection:
+    con: duckdb.DuckDBPyConnection | None = getattr(_local, "con", None)
+    if con is None:
+        con = _local.con = duckdb.connect()
+    return con
+
+
+def _table_refs(sql: str) -> Iterator[dict[str, Any]]:
+    row = _parser().execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0]
+    tree = json.loads(row[0])
+    if tree.get("error"):
+        raise QueryError(str(tree.get("error_message", "could not parse the query")))
+    for node in _walk(tree["statements"]):
+        if node.get("type") in ("TABLE_FUNCTION", "BASE_TABLE"):
+            yield node
+
+
+@functools.lru_cache(maxsize=4096)
+def check_read_only(sql: str, *, allow_files: bool = False) -> None:
+    """Raise ReadOnlyError unless sql is one SELECT that reads only the database.
+
+    Cached per SQL text: callers repeat the same statement with other parameters.
+    """
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
@@ -18,3 +79,18 @@ def check_read_only(sql: str) -> None:
     kind = statements[0].type
     if kind != duckdb.StatementType.SELECT:
         raise ReadOnlyError(f"the read path runs SELECT only, got {kind.name}")
+    if allow_files:
+        return
+    for ref in _table_refs(sql):
+        if ref["type"] == "TABLE_FUNCTION":
+            name = str(ref["function"].get("function_name", "")).lower()
+            if name not in SAFE_TABLE_FUNCTIONS:
+                raise ReadOnlyError(
+                    f"table function {name}() is not allowed on the read path "
+                    "(it reads files or runs SQL)"
+                )
+        elif not _PLAIN_NAME.match(str(ref.get("table_name", ""))):
+            raise ReadOnlyError(
+                f"{ref.get('table_name')!r} is not a table name: files cannot be read "
+                "on the read path"
+            )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +66,8 @@ class Store:
         self._con = duckdb.connect(str(path))
         # created_at defaults to CURRENT_TIMESTAMP: store it as UTC, like event_timestamp.
         self._con.execute("SET TimeZone = 'UTC'")
+        # A name in FROM must never resolve to a Python variable of the worker.
+        self._con.execute("SET python_enable_replacements = false")
         self._write_lock = threading.Lock()
         self._local = threading.local()
         for statement in SCHEMA:
@@ -92,47 +96,61 @@ class Store:
         """
         topic, partition = span.topic, span.partition
         first_offset, last_offset = span.first_offset, span.last_offset
+        with self.transaction() as cur:
+            done = cur.execute(
+                "SELECT first_offset, last_offset FROM ingested_batches "
+                "WHERE topic = ? AND kafka_partition = ? "
+                "AND last_offset >= ? AND first_offset <= ?",
+                [topic, partition, first_offset, last_offset],
+            ).fetchall()
+            fresh = rows
+            if done:
+                seen = pc.is_in(offsets, pa.array([], pa.int64()))
+                for lo, hi in done:
+                    in_range = pc.and_(pc.greater_equal(offsets, lo), pc.less_equal(offsets, hi))
+                    seen = pc.or_(seen, in_range)
+                fresh = rows.filter(pc.invert(seen))
+            if fresh.num_rows:
+                cur.register("incoming", fresh)
+                cur.execute(
+                    "INSERT INTO features (entity_id, feature_name, value, event_timestamp) "
+                    "SELECT entity_id, feature_name, value, event_timestamp FROM incoming"
+                )
+                cur.unregister("incoming")
+            duplicates = rows.num_rows - fresh.num_rows
+            cur.execute(
+                "INSERT INTO ingested_batches (topic, kafka_partition, first_offset, "
+                "last_offset, row_count, duplicate_rows) VALUES (?, ?, ?, ?, ?, ?)",
+                [topic, partition, first_offset, last_offset, fresh.num_rows, duplicates],
+            )
+        return WriteResult(inserted=fresh.num_rows, duplicates=duplicates)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One write transaction, serialised with every other write; rolled back on error."""
         with self._write_lock:
             cur = self.cursor()
             cur.begin()
             try:
-                done = cur.execute(
-                    "SELECT first_offset, last_offset FROM ingested_batches "
-                    "WHERE topic = ? AND kafka_partition = ? "
-                    "AND last_offset >= ? AND first_offset <= ?",
-                    [topic, partition, first_offset, last_offset],
-                ).fetchall()
-                fresh = rows
-                if done:
-                    seen = pc.is_in(offsets, pa.array([], pa.int64()))
-                    for lo, hi in done:
-                        in_range = pc.and_(
-                            pc.greater_equal(offsets, lo), pc.less_equal(offsets, hi)
-                        )
-                        seen = pc.or_(seen, in_range)
-                    fresh = rows.filter(pc.invert(seen))
-                if fresh.num_rows:
-                    cur.register("incoming", fresh)
-                    cur.execute(
-                        "INSERT INTO features (entity_id, feature_name, value, event_timestamp) "
-                        "SELECT entity_id, feature_name, value, event_timestamp FROM incoming"
-                    )
-                    cur.unregister("incoming")
-                duplicates = rows.num_rows - fresh.num_rows
-                cur.execute(
-                    "INSERT INTO ingested_batches (topic, kafka_partition, first_offset, "
-                    "last_offset, row_count, duplicate_rows) VALUES (?, ?, ?, ?, ?, ?)",
-                    [topic, partition, first_offset, last_offset, fresh.num_rows, duplicates],
-                )
-                cur.commit()
+                yield cur
             except BaseException:
                 cur.rollback()
                 raise
-        return WriteResult(inserted=fresh.num_rows, duplicates=duplicates)
+            cur.commit()
 
-    def read(self, sql: str, params: list[object] | dict[str, object] | None) -> pa.Table:
-        """Run one parameterised SELECT on this thread's cursor (never blocked by a write)."""
-        check_read_only(sql)
+    def read(
+        self,
+        sql: str,
+        params: list[object] | dict[str, object] | None,
+        *,
+        allow_files: bool = False,
+    ) -> pa.Table:
+        """Run one parameterised SELECT on this thread's cursor (never blocked by a write).
+
+        allow_files is for the server's own reads (training sets); callers through Celery
+        never get it.
+        """
+        check_read_only(sql, allow_files=allow_files)
         try:
             relation = self.cursor().sql(sql, params=params)
             assert relation is not None  # a SELECT always gives a relation

@@ -24,6 +24,7 @@ def configure(settings: Settings) -> Celery:
         accept_content=["msgpack", "json"],
         task_routes={
             constants.TASK_WRITE_BATCH: {"queue": settings.write_queue},
+            constants.TASK_REGISTRY_CHANGE: {"queue": settings.write_queue},
             constants.TASK_PING: {"queue": settings.read_queue},
             constants.TASK_READ: {"queue": settings.read_queue},
             constants.TASK_RESUME_OFFSET: {"queue": settings.read_queue},

@@ -54,6 +54,12 @@ def read(sql: str, params: list[Any] | dict[str, Any] | None) -> bytes:
     return encode_table(_require().store.read(sql, params))
 
 
+@app.task(name=constants.TASK_REGISTRY_CHANGE)
+def registry_change(operation: str, arguments: dict[str, Any]) -> None:
+    """Register, promote or archive a model version in model_metadata."""
+    _require().change_registry(operation, arguments)
+
+
 @app.task(name=constants.TASK_RESUME_OFFSET)
 def resume_offset(topic: str, partition: int, committed: int) -> int:
     """First offset of the partition not yet committed to DuckDB."""

@@ -23,6 +23,9 @@ def run_worker(settings: Settings) -> None:
     metrics.serve(settings.metrics_port_worker, "duckdb_worker")
     service = DuckDBService(settings, redis.Redis.from_url(settings.redis_url))
     duckdb_service.install(service)
+    # One line per task at hundreds of reads a second, with the result bytes in it, drowns
+    # the log; the service logs its own events (write_batch, registry_change, ...).
+    logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
     log.info(
         "worker_start duckdb=%s queues=%s,%s threads=%d",
         settings.duckdb_file,
