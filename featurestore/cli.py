@@ -147,6 +147,37 @@ def cmd_model(settings: Settings, args: argparse.Namespace) -> int:
     return cli_models.run(settings, configure(settings), args)
 
 
+def cmd_training_set(settings: Settings, args: argparse.Namespace) -> int:
+    """Build a point-in-time training set (Parquet) inside the DuckDB service."""
+    from featurestore import constants
+    from featurestore.progress import Progress
+    from featurestore.training import parse_max_age
+    from tasks.app import configure
+
+    ages = dict(parse_max_age(text) for text in args.max_age)
+    result = configure(settings).send_task(
+        constants.TASK_TRAINING_SET,
+        args=[
+            str(args.spine.resolve()),
+            args.features.split(","),
+            {name: age.total_seconds() for name, age in ages.items()},
+            str(args.output.resolve()),
+        ],
+        queue=settings.read_queue,
+    )
+    with Progress("training-set", None, unit="steps") as progress:
+        while not result.ready():
+            info = result.info if isinstance(result.info, dict) else {}
+            progress.update(int(info.get("done", progress.done)) - progress.done)
+            time.sleep(0.2)
+    report = result.get(timeout=10)
+    print(
+        f"training set: {report['rows']} rows x {report['features']} features in "
+        f"{report['seconds']:.1f}s -> {report['output_path']}"
+    )
+    return 0
+
+
 Handler = Callable[[Settings, argparse.Namespace], int]
 
 
@@ -171,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("bridge", cmd_bridge)
     add("grpc", cmd_grpc)
     add("rebuild-online", cmd_rebuild_online)
+    training = add("training-set", cmd_training_set)
+    training.add_argument("spine", type=Path, help="Parquet/CSV: entity_id, timestamp[, label]")
+    training.add_argument("--features", required=True, help="comma-separated feature names")
+    training.add_argument(
+        "--max-age",
+        action="append",
+        default=[],
+        metavar="FEATURE=AGE",
+        help="e.g. debt_to_income_ratio=30d (s, m, h, d); repeatable",
+    )
+    training.add_argument("--output", type=Path, required=True)
     cli_models.add_parser(sub).set_defaults(handler=cmd_model)
     produce = add("produce", cmd_produce)
     produce.add_argument("paths", nargs="+", type=Path, help="files or folders")

@@ -30,6 +30,7 @@ def configure(settings: Settings) -> Celery:
             constants.TASK_RESUME_OFFSET: {"queue": settings.read_queue},
             constants.TASK_SYNC_MODELS: {"queue": settings.read_queue},
             constants.TASK_REBUILD_ONLINE: {"queue": settings.read_queue},
+            constants.TASK_TRAINING_SET: {"queue": settings.read_queue},
         },
         task_default_queue="celery",
         # A write is acknowledged only after its transaction commits: a worker killed

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from azure.storage.blob import BlobServiceClient
+from celery import Task
 
-from featurestore import constants, metrics, model_sync
+from featurestore import constants, metrics, model_sync, training
 from featurestore.duckdb_service import DuckDBService
 from featurestore.errors import ServiceError
 from featurestore.query import encode_table
@@ -58,6 +61,24 @@ def read(sql: str, params: list[Any] | dict[str, Any] | None) -> bytes:
 def registry_change(operation: str, arguments: dict[str, Any]) -> None:
     """Register, promote or archive a model version in model_metadata."""
     _require().change_registry(operation, arguments)
+
+
+@app.task(name=constants.TASK_TRAINING_SET, bind=True)
+def training_set(
+    self: Task, spine: str, features: list[str], max_age_s: dict[str, float], output: str
+) -> dict[str, Any]:
+    """Build a point-in-time training set as Parquet; progress in the task's state."""
+    request = training.TrainingRequest(
+        spine_path=Path(spine),
+        features=features,
+        output_path=Path(output),
+        max_age={name: dt.timedelta(seconds=s) for name, s in max_age_s.items()},
+    )
+
+    def progress(done: int, total: int) -> None:
+        self.update_state(state="PROGRESS", meta={"done": done, "total": total})
+
+    return asdict(training.build(_require().store.cursor(), request, progress))
 
 
 @app.task(name=constants.TASK_RESUME_OFFSET)
