@@ -8,6 +8,7 @@ from pathlib import Path
 import duckdb
 from celery import Celery
 
+from featurestore.online import OnlineStore, OnlineValue
 from featurestore.query import query_table
 
 CHECKSUM_SQL = (
@@ -54,6 +55,19 @@ def stored_count(app: Celery, prefix: str) -> int:
         return stored_checksum(app, prefix, timeout=10)[0]
     except Exception:  # noqa: BLE001 - during fault tests the service may be down
         return 0
+
+
+def wait_for_online(
+    online: OnlineStore, entities: list[str], features: int, timeout: float = 60
+) -> dict[str, dict[str, OnlineValue]]:
+    """Wait until every entity has `features` values online (the online store is updated
+    just after the DuckDB commit, so a count in DuckDB can run ahead of it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = {e: online.get(e) for e in entities}
+        if all(len(v) >= features for v in found.values()) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
 
 
 def wait_for_count(app: Celery, prefix: str, expected: int, timeout: float = 180) -> int:

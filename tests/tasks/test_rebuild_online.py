@@ -13,7 +13,7 @@ from featurestore import constants
 from featurestore.online import OnlineStore
 from featurestore.settings import Settings
 from tasks.app import configure
-from tests.helpers import wait_for_count, write_events
+from tests.helpers import wait_for_count, wait_for_online, write_events
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +27,7 @@ def test_rebuild_restores_lost_online_values(stack: Settings, tmp_path: Path) ->
     assert wait_for_count(app, tag, rows) == rows
     client = redis.Redis.from_url(stack.redis_url)
     online = OnlineStore(client)
-    before = {f"{tag}{i}": online.get(f"{tag}{i}") for i in range(50)}
+    before = wait_for_online(online, [f"{tag}{i}" for i in range(50)], 3)
     assert all(len(v) == 3 for v in before.values())
     client.delete(*[constants.online_feature_key(e) for e in before])
     assert online.get(f"{tag}0") == {}
