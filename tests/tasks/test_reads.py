@@ -1,0 +1,192 @@
+"""Reads through the DuckDB service: typed results, errors, timeouts, refusals, and reads
+that go on while a large write runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pytest
+from pydantic import BaseModel
+
+from featurestore import batch, constants
+from featurestore.errors import QueryError, QueryTimeoutError, ReadOnlyError
+from featurestore.query import query, query_table
+from featurestore.settings import Settings
+from tasks.app import configure
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class FeatureRow:
+    entity_id: str
+    feature_name: str
+    value: float
+    event_timestamp: dt.datetime
+    created_at: dt.datetime
+
+
+class Count(BaseModel):
+    n: int
+
+
+def write_rows(settings: Settings, tag: str, n: int, offset_base: int) -> pa.Table:
+    """Send one write task directly (the bridge's path, without Kafka)."""
+    table = pa.table(
+        {
+            "entity_id": [f"{tag}{i % 1000}" for i in range(n)],
+            "feature_name": [f"f{i % 7}" for i in range(n)],
+            "value": [i / 4 for i in range(n)],
+            "event_timestamp": pa.array(
+                [dt.datetime(2024, 1, 1) + dt.timedelta(seconds=i) for i in range(n)],
+                pa.timestamp("us"),
+            ),
+            "offset": pa.array([offset_base + i // 1000 for i in range(n)], pa.int64()),
+        }
+    )
+    return table
+
+
+def send_write(settings: Settings, table: pa.Table, topic: str) -> object:
+    offsets = table.column("offset")
+    first, last = offsets[0].as_py(), offsets[-1].as_py()
+    return configure(settings).send_task(
+        constants.TASK_WRITE_BATCH,
+        args=[batch.encode(table), topic, 0, first, last],
+        queue=settings.write_queue,
+    )
+
+
+def test_rows_map_into_dataclasses_with_every_column_type(stack: Settings) -> None:
+    app = configure(stack)
+    tag = f"q{uuid.uuid4().hex[:6]}_"
+    send_write(stack, write_rows(stack, tag, 10, 0), f"reads-{tag}").get(timeout=60)  # type: ignore[attr-defined]
+    rows = query(
+        app,
+        "SELECT entity_id, feature_name, value, event_timestamp, created_at FROM features "
+        "WHERE starts_with(entity_id, ?) ORDER BY event_timestamp",
+        [tag],
+        FeatureRow,
+        timeout=30,
+    )
+    assert len(rows) == 10
+    first = rows[0]
+    assert isinstance(first, FeatureRow)
+    assert (first.entity_id, first.feature_name, first.value) == (f"{tag}0", "f0", 0.0)
+    assert first.event_timestamp == dt.datetime(2024, 1, 1)
+    assert isinstance(first.created_at, dt.datetime)
+    assert abs(first.created_at - dt.datetime.now(dt.UTC).replace(tzinfo=None)) < dt.timedelta(
+        minutes=5
+    )
+    [count] = query(
+        app,
+        "SELECT count(*) AS n FROM features WHERE starts_with(entity_id, ?)",
+        [tag],
+        Count,
+        timeout=30,
+    )
+    assert count.n == 10
+
+
+def test_empty_result_is_an_empty_list(stack: Settings) -> None:
+    rows = query(
+        configure(stack),
+        "SELECT entity_id, feature_name, value, event_timestamp, "
+        "created_at FROM features WHERE entity_id = ?",
+        ["nobody"],
+        FeatureRow,
+    )
+    assert rows == []
+
+
+def test_database_error_carries_duckdbs_message(stack: Settings) -> None:
+    with pytest.raises(QueryError, match="Table with name no_such_table does not exist"):
+        query_table(configure(stack), "SELECT * FROM no_such_table")
+    with pytest.raises(QueryError, match="Binder Error"):
+        query_table(configure(stack), "SELECT no_such_column FROM features")
+
+
+def test_timeout_says_the_service_did_not_answer(stack: Settings) -> None:
+    slow = "SELECT count(*) FROM range(400000000) t(i) WHERE i % 7 = 3"  # about a second
+    with pytest.raises(QueryTimeoutError, match=r"DuckDB service did not answer within 0\.1s"):
+        query_table(configure(stack), slow, timeout=0.1)
+
+
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        ("INSERT INTO features (entity_id) VALUES ('x')", "got INSERT"),
+        ("UPDATE features SET value = 0", "got UPDATE"),
+        ("DELETE FROM features", "got DELETE"),
+        ("CREATE TABLE t (a INT)", "got CREATE"),
+        ("DROP TABLE features", "got DROP"),
+        ("ALTER TABLE features ADD COLUMN x INT", "got ALTER"),
+        ("ATTACH '/tmp/other.duckdb' AS other", "got ATTACH"),
+        ("COPY features TO '/tmp/leak.csv'", "got COPY"),
+        ("INSTALL httpfs", "got LOAD"),
+        ("LOAD httpfs", "got LOAD"),
+        ("SET threads = 1", "got SET"),
+        ("PRAGMA enable_profiling", "got PRAGMA"),
+        ("EXPORT DATABASE '/tmp/export'", "got EXPORT"),
+        ("EXPLAIN ANALYZE DELETE FROM features", "got EXPLAIN"),
+        ("SELECT 1; SELECT 2", "exactly one statement, got 2"),
+        ("SELECT * FROM read_csv('/etc/passwd')", r"read_csv\(\) is not allowed"),
+        ("SELECT * FROM read_parquet('/tmp/x.parquet')", r"read_parquet\(\) is not allowed"),
+        ("SELECT * FROM glob('/etc/*')", r"glob\(\) is not allowed"),
+        ("SELECT * FROM query('DELETE FROM features')", r"query\(\) is not allowed"),
+        ("SELECT * FROM '/etc/passwd.csv'", "is not a table name"),
+    ],
+)
+def test_read_path_refuses(stack: Settings, sql: str, reason: str) -> None:
+    app = configure(stack)
+    before = query_table(app, "SELECT count(*) AS n FROM features").column("n")[0].as_py()
+    with pytest.raises(ReadOnlyError, match=reason):
+        query_table(app, sql)
+    after = query_table(app, "SELECT count(*) AS n FROM features").column("n")[0].as_py()
+    assert after >= before
+
+
+def test_parameter_holding_sql_is_stored_and_read_back_as_text(stack: Settings) -> None:
+    app = configure(stack)
+    tricky = f"x{uuid.uuid4().hex[:6]}'); DROP TABLE features; --"
+    table = write_rows(stack, "", 1, 0).set_column(0, "entity_id", pa.array([tricky]))
+    send_write(stack, table, f"reads-{uuid.uuid4().hex}").get(timeout=60)  # type: ignore[attr-defined]
+    found = query_table(app, "SELECT entity_id FROM features WHERE entity_id = ?", [tricky])
+    assert found.column("entity_id").to_pylist() == [tricky]
+    assert query_table(app, "SELECT count(*) AS n FROM features").column("n")[0].as_py() > 0
+
+
+def test_fifty_reads_run_while_a_large_write_does(stack: Settings) -> None:
+    app = configure(stack)
+    tag = f"w{uuid.uuid4().hex[:6]}_"
+    big = write_rows(stack, tag, 1_500_000, 0)
+    began = time.monotonic()
+    pending = send_write(stack, big, f"reads-{tag}")
+
+    def one_read(i: int) -> tuple[float, float]:
+        start = time.monotonic()
+        table = query_table(
+            app,
+            "SELECT count(*) AS n FROM features WHERE entity_id = ?",
+            [f"nobody{i}"],
+            timeout=60,
+        )
+        assert table.column("n")[0].as_py() == 0
+        return start, time.monotonic()
+
+    time.sleep(0.3)  # let the write start
+    with ThreadPoolExecutor(50) as pool:
+        spans = list(pool.map(one_read, range(50)))
+    pending.get(timeout=300)  # type: ignore[attr-defined]
+    write_seconds = time.monotonic() - began
+    finished = [end for _start, end in spans]
+    assert len(spans) == 50
+    assert max(finished) - began < write_seconds, (
+        f"reads finished {max(finished) - began:.2f}s after the write began, "
+        f"the write took {write_seconds:.2f}s"
+    )
