@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTO_OUT := grpc_server/generated
 
-.PHONY: all setup run stop status test lint types protos check-protos fmt clean bench-ingest
+.PHONY: all setup run stop status test lint types protos check-protos fmt clean bench-ingest bench-read
 
 all: lint types check-protos test
 
@@ -54,3 +54,6 @@ bench-ingest: setup
 
 clean:
 	rm -rf .state
+
+bench-read: setup
+	$(PY) -m bench.read

@@ -97,8 +97,8 @@ class DuckDBService:
 
     def row_count(self) -> int:
         """Rows in the features table."""
-        row = self.store.cursor().execute("SELECT count(*) FROM features").fetchone()
-        return int(row[0]) if row else 0
+        rows = self.store.cursor().execute("SELECT count(*) FROM features").fetchall()
+        return int(rows[0][0])
 
     def close(self) -> None:
         """Checkpoint and close DuckDB."""

@@ -57,7 +57,7 @@ def latest_updates_sql(source: str) -> str:
     FROM (SELECT entity_id, feature_name, value, epoch_us(ts) AS micros,
                  (row_number() OVER (PARTITION BY entity_id ORDER BY feature_name) - 1)
                    // {MAX_FIELDS_PER_RECORD} AS part
-          FROM (SELECT entity_id, feature_name, arg_max(value, event_timestamp) AS value,
+          FROM (SELECT entity_id, feature_name, arg_max(value, (event_timestamp, value)) AS value,
                        max(event_timestamp) AS ts
                 FROM {source} GROUP BY entity_id, feature_name))
     GROUP BY entity_id, part

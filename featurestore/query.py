@@ -45,8 +45,6 @@ def query_table(app: Celery, sql: str, params: Params = None, *, timeout: float 
             f"the DuckDB service did not answer within {timeout:.1f}s "
             f"(task {result.id} on queue {constants.READ_QUEUE})"
         ) from None
-    finally:
-        result.forget()
     return decode_table(payload)
 
 

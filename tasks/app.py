@@ -33,13 +33,17 @@ def configure(settings: Settings) -> Celery:
             constants.TASK_TRAINING_SET: {"queue": settings.read_queue},
         },
         task_default_queue="celery",
-        # A write is acknowledged only after its transaction commits: a worker killed
-        # mid-batch leaves the message in Redis, and the batch is redelivered.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
+        # Reads are acknowledged on receipt (a lost read times out at its caller); writes
+        # set acks_late on their task, see tasks.duckdb_service.
+        task_acks_late=False,
         worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": 3600},
-        result_expires=3600,
+        # Results are read within seconds (the bridge polls, readers wait on pub/sub);
+        # expiring them soon bounds Redis memory without a DEL per read.
+        result_expires=300,
+        # Up to 50 reader threads per process publish at once; the default pool of 10
+        # producers made them queue for a connection.
+        broker_pool_limit=64,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         beat_schedule={

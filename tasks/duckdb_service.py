@@ -42,7 +42,12 @@ def ping() -> dict[str, Any]:
     return {"pid": os.getpid(), "duckdb": str(service.store.path), "rows": service.row_count()}
 
 
-@app.task(name=constants.TASK_WRITE_BATCH)
+# A write is acknowledged only after its transaction commits: a worker killed mid-batch
+# leaves the message in Redis, and the bridge resends it if it is not redelivered first.
+WRITE_TASK_OPTIONS = {"acks_late": True, "reject_on_worker_lost": True}
+
+
+@app.task(name=constants.TASK_WRITE_BATCH, **WRITE_TASK_OPTIONS)
 def write_features_batch(
     payload: bytes, topic: str, partition: int, first_offset: int, last_offset: int
 ) -> dict[str, int]:
@@ -57,7 +62,7 @@ def read(sql: str, params: list[Any] | dict[str, Any] | None) -> bytes:
     return encode_table(_require().store.read(sql, params))
 
 
-@app.task(name=constants.TASK_REGISTRY_CHANGE)
+@app.task(name=constants.TASK_REGISTRY_CHANGE, **WRITE_TASK_OPTIONS)
 def registry_change(operation: str, arguments: dict[str, Any]) -> None:
     """Register, promote or archive a model version in model_metadata."""
     _require().change_registry(operation, arguments)

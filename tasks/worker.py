@@ -25,7 +25,8 @@ def run_worker(settings: Settings) -> None:
     duckdb_service.install(service)
     # One line per task at hundreds of reads a second, with the result bytes in it, drowns
     # the log; the service logs its own events (write_batch, registry_change, ...).
-    logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     log.info(
         "worker_start duckdb=%s queues=%s,%s threads=%d",
         settings.duckdb_file,

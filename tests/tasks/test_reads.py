@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from featurestore import batch, constants
 from featurestore.errors import QueryError, QueryTimeoutError, ReadOnlyError
 from featurestore.query import query, query_table
+from featurestore.reads import latest_features
 from featurestore.settings import Settings
 from tasks.app import configure
 
@@ -190,3 +191,36 @@ def test_fifty_reads_run_while_a_large_write_does(stack: Settings) -> None:
         f"reads finished {max(finished) - began:.2f}s after the write began, "
         f"the write took {write_seconds:.2f}s"
     )
+
+
+def test_latest_features_of_an_entity(stack: Settings) -> None:
+    app = configure(stack)
+    tag = f"l{uuid.uuid4().hex[:6]}_"
+    t0 = dt.datetime(2024, 2, 1)
+    table = pa.table(
+        {
+            "entity_id": [f"{tag}a"] * 5 + [f"{tag}b"],
+            "feature_name": ["f0", "f0", "f1", "f1", "f1", "f0"],
+            "value": [1.0, 2.0, 5.0, 7.0, 6.0, 9.0],
+            "event_timestamp": pa.array(
+                [
+                    t0,
+                    t0 + dt.timedelta(hours=1),
+                    t0,
+                    t0 + dt.timedelta(hours=2),
+                    t0 + dt.timedelta(hours=2),
+                    t0,
+                ],
+                pa.timestamp("us"),
+            ),
+            "offset": pa.array([0, 0, 0, 0, 0, 1], pa.int64()),
+        }
+    )
+    send_write(stack, table, f"latest-{tag}").get(timeout=60)  # type: ignore[attr-defined]
+    latest = latest_features(app, f"{tag}a")
+    # f1 has a tie at t0+2h: the largest value wins within one batch
+    assert [(f.feature_name, f.value, f.event_timestamp) for f in latest] == [
+        ("f0", 2.0, t0 + dt.timedelta(hours=1)),
+        ("f1", 7.0, t0 + dt.timedelta(hours=2)),
+    ]
+    assert latest_features(app, f"{tag}nobody") == []

@@ -1,0 +1,215 @@
+"""make bench-read: reads through Celery against the in-process floor, on 10M rows.
+
+Measures, in one run: the latest-features read for one entity through the DuckDB service
+at concurrency 1 and 50 (p50, p99, reads/s), the same query run in-process on the DuckDB
+file (the floor), a 1M-row x 10-feature point-in-time training set, and the result
+encodings (JSON, msgpack, Arrow IPC). The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import msgpack
+import pyarrow as pa
+
+from bench.common import bench_settings, now, percentile, running_stack
+from featurestore import batch, constants
+from featurestore.logs import setup_logging
+from featurestore.progress import Progress
+from featurestore.query import decode_table, encode_table
+from featurestore.reads import ENTITY_EVENTS_SQL, _Event, latest_features, newest_per_feature
+from featurestore.settings import Settings
+from tasks.app import configure
+
+log = logging.getLogger("bench.read")
+
+ROWS = 10_000_000
+ENTITIES = 200_000
+FEATURES = 10
+CHUNK = 500_000
+SAMPLES_C1 = 400
+READS_C50 = 4000
+SPINE_ROWS = 1_000_000
+
+
+def load(settings: Settings) -> None:
+    """ROWS events through the write task (the bridge's path without Kafka)."""
+    app = configure(settings)
+    con = duckdb.connect()
+    pending = []
+    with Progress("load", ROWS) as progress:
+        for start in range(0, ROWS, CHUNK):
+            table = con.sql(
+                f"""SELECT 'cust_' || (i % {ENTITIES}) AS entity_id,
+                           'feature_' || ((i // {ENTITIES}) % {FEATURES}) AS feature_name,
+                           random() * 100 AS value,
+                           TIMESTAMP '2024-01-01' + to_seconds(i) AS event_timestamp,
+                           (i // 10000)::BIGINT AS "offset"
+                    FROM range({start}, {start + CHUNK}) t(i)"""
+            ).to_arrow_table()
+            first, last = start // 10000, (start + CHUNK) // 10000 - 1
+            pending.append(
+                app.send_task(
+                    constants.TASK_WRITE_BATCH,
+                    args=[batch.encode(table), "bench-read", 0, first, last],
+                    queue=settings.write_queue,
+                )
+            )
+            while len(pending) > 2:
+                pending.pop(0).get(timeout=600)
+            progress.update(CHUNK)
+        for result in pending:
+            result.get(timeout=600)
+
+
+def timed(fn: Any, n: int) -> list[float]:
+    """Milliseconds of n calls of fn(i)."""
+    out = []
+    for i in range(n):
+        start = time.perf_counter()
+        fn(i)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def entity(i: int) -> str:
+    return f"cust_{random.Random(i).randrange(ENTITIES)}"
+
+
+def through_celery(settings: Settings) -> dict[str, float]:
+    """Latest-features reads through the DuckDB service, at concurrency 1 and 50."""
+    app = configure(settings)
+    timed(lambda i: latest_features(app, entity(i)), 50)  # warm-up
+    c1 = timed(lambda i: latest_features(app, entity(i)), SAMPLES_C1)
+    began = now()
+    with ThreadPoolExecutor(50) as pool:
+        c50 = list(
+            pool.map(
+                lambda i: timed(lambda j: latest_features(app, entity(j)), 1)[0], range(READS_C50)
+            )
+        )
+    elapsed = now() - began
+    return {
+        "read_p50_ms": percentile(c1, 0.5),
+        "read_p99_ms": percentile(c1, 0.99),
+        "c50_p50_ms": percentile(c50, 0.5),
+        "c50_p99_ms": percentile(c50, 0.99),
+        "c50_reads_per_s": READS_C50 / elapsed,
+    }
+
+
+def training_set(settings: Settings, folder: Path) -> float:
+    """Seconds for a 1M-row x 10-feature point-in-time training set."""
+    spine = folder / "spine.parquet"
+    duckdb.sql(
+        f"""COPY (SELECT 'cust_' || (hash(i) % {ENTITIES}) AS entity_id,
+                         TIMESTAMP '2024-01-01' + to_seconds(hash(i * 7) % {ROWS}) AS timestamp,
+                         (i % 2) AS label
+                  FROM range({SPINE_ROWS}) t(i)) TO '{spine}' (FORMAT parquet)"""
+    )
+    app = configure(settings)
+    began = now()
+    report = app.send_task(
+        constants.TASK_TRAINING_SET,
+        args=[
+            str(spine),
+            [f"feature_{k}" for k in range(FEATURES)],
+            {},
+            str(folder / "training.parquet"),
+        ],
+        queue=settings.read_queue,
+    ).get(timeout=900)
+    assert report["rows"] == SPINE_ROWS
+    return now() - began
+
+
+def floor(settings: Settings) -> dict[str, float]:
+    """The same read in-process on the DuckDB file (after the service has stopped)."""
+    con = duckdb.connect(str(settings.duckdb_file), read_only=True)
+
+    def read(i: int) -> None:
+        rows = con.execute(ENTITY_EVENTS_SQL, [entity(i)]).fetchall()
+        newest_per_feature([_Event(*row) for row in rows])
+
+    timed(read, 50)
+    samples = timed(read, SAMPLES_C1)
+    con.close()
+    return {"floor_p50_ms": percentile(samples, 0.5), "floor_p99_ms": percentile(samples, 0.99)}
+
+
+def _round_trip_us(encode: Any, decode: Any, repeat: int = 50) -> tuple[float, int]:
+    payload = encode()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        decode(encode())
+    return (time.perf_counter() - start) / repeat * 1e6, len(payload)
+
+
+def encodings() -> dict[str, dict[str, float]]:
+    """Encode + decode time (us) and size (bytes) of a 10-row and a 10k-row result."""
+    out: dict[str, dict[str, float]] = {}
+    for rows in (10, 10_000):
+        table = pa.table(
+            {
+                "feature_name": [f"feature_{i % 10}" for i in range(rows)],
+                "value": [i * 0.5 for i in range(rows)],
+                "event_timestamp": pa.array([dt.datetime(2024, 1, 1)] * rows, pa.timestamp("us")),
+            }
+        )
+        # JSON and msgpack carry timestamps as ISO text, and decode back into dicts.
+        records = [
+            {**r, "event_timestamp": r["event_timestamp"].isoformat()} for r in table.to_pylist()
+        ]
+        timings = {
+            "json": _round_trip_us(lambda r=records: json.dumps(r).encode(), json.loads),
+            "msgpack": _round_trip_us(lambda r=records: msgpack.packb(r), msgpack.unpackb),
+            "arrow_ipc": _round_trip_us(
+                lambda t=table: encode_table(t), lambda b: decode_table(b).to_pylist()
+            ),
+        }
+        for name, (us, size) in timings.items():
+            out[f"{name}_{rows}_rows"] = {"us": round(us, 1), "bytes": size}
+    return out
+
+
+def main() -> None:
+    """Run every measurement and print the JSON summary last."""
+    setup_logging("WARNING")
+    for name in ("bench", "featurestore.progress"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    folder = Path(tempfile.mkdtemp(prefix="fstore-bench-read-"))
+    settings = bench_settings(folder / "state")
+    with running_stack(settings):
+        load(settings)
+        log.info("bench_loaded rows=%d", ROWS)
+        celery = through_celery(settings)
+        log.info("bench_celery %s", celery)
+        training_s = training_set(settings, folder)
+        log.info("bench_training seconds=%.1f", training_s)
+    floors = floor(settings)
+    codecs = encodings()
+    shutil.rmtree(folder, ignore_errors=True)
+    result = {
+        "rows": ROWS,
+        **{k: round(v, 3) for k, v in celery.items()},
+        **{k: round(v, 3) for k, v in floors.items()},
+        "read_p50_over_floor": round(celery["read_p50_ms"] / floors["floor_p50_ms"], 2),
+        "training_1m_x10_s": round(training_s, 2),
+        "encodings": codecs,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
