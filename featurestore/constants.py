@@ -21,7 +21,7 @@ def online_feature_key(entity_id: str) -> str:
 
 TASK_PING = "featurestore.ping"
 TASK_WRITE_BATCH = "featurestore.write_features_batch"
-TASK_READ = "featurestore.read"
+TASK_READ_MANY = "featurestore.read_many"
 TASK_SYNC_MODELS = "featurestore.sync_models"
 TASK_RESUME_OFFSET = "featurestore.resume_offset"
 TASK_REBUILD_ONLINE = "featurestore.rebuild_online"

@@ -6,6 +6,7 @@ Redis result backend; this side waits, decodes and maps rows into the caller's t
 
 from __future__ import annotations
 
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -13,8 +14,8 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from pydantic import TypeAdapter
 
-from featurestore import constants
 from featurestore.errors import QueryTimeoutError
+from featurestore.read_batching import coalescer
 
 T = TypeVar("T")
 
@@ -35,15 +36,16 @@ def decode_table(payload: bytes) -> pa.Table:
 
 
 def query_table(app: Celery, sql: str, params: Params = None, *, timeout: float = 30.0) -> pa.Table:
-    """Run a read in the DuckDB service and return its result as an Arrow table."""
-    result = app.send_task(constants.TASK_READ, args=[sql, params])
+    """Run a read in the DuckDB service and return its result as an Arrow table.
+
+    Reads asked for at the same moment by threads of this process share one task.
+    """
+    future = coalescer(app).submit(sql, params, timeout)
     try:
-        payload = result.get(timeout=timeout)
-    except CeleryTimeout:
-        result.revoke()
+        payload = future.result(timeout=timeout)
+    except (FutureTimeout, CeleryTimeout):
         raise QueryTimeoutError(
-            f"the DuckDB service did not answer within {timeout:.1f}s "
-            f"(task {result.id} on queue {constants.READ_QUEUE})"
+            f"the DuckDB service did not answer within {timeout:.1f}s"
         ) from None
     return decode_table(payload)
 

@@ -26,7 +26,7 @@ def configure(settings: Settings) -> Celery:
             constants.TASK_WRITE_BATCH: {"queue": settings.write_queue},
             constants.TASK_REGISTRY_CHANGE: {"queue": settings.write_queue},
             constants.TASK_PING: {"queue": settings.read_queue},
-            constants.TASK_READ: {"queue": settings.read_queue},
+            constants.TASK_READ_MANY: {"queue": settings.read_queue},
             constants.TASK_RESUME_OFFSET: {"queue": settings.read_queue},
             constants.TASK_SYNC_MODELS: {"queue": settings.read_queue},
             constants.TASK_REBUILD_ONLINE: {"queue": settings.read_queue},

@@ -13,7 +13,7 @@ from celery import Task
 
 from featurestore import constants, metrics, model_sync, training
 from featurestore.duckdb_service import DuckDBService
-from featurestore.errors import ServiceError
+from featurestore.errors import QueryError, ServiceError
 from featurestore.query import encode_table
 from featurestore.store import OffsetSpan
 from tasks.app import app
@@ -56,12 +56,6 @@ def write_features_batch(
     return asdict(_require().write_batch(payload, span))
 
 
-@app.task(name=constants.TASK_READ)
-def read(sql: str, params: list[Any] | dict[str, Any] | None) -> bytes:
-    """Run one parameterised SELECT; the result as Arrow IPC bytes."""
-    return encode_table(_require().store.read(sql, params))
-
-
 @app.task(name=constants.TASK_REGISTRY_CHANGE, **WRITE_TASK_OPTIONS)
 def registry_change(operation: str, arguments: dict[str, Any]) -> None:
     """Register, promote or archive a model version in model_metadata."""
@@ -84,6 +78,19 @@ def training_set(
         self.update_state(state="PROGRESS", meta={"done": done, "total": total})
 
     return asdict(training.build(_require().store.cursor(), request, progress))
+
+
+@app.task(name=constants.TASK_READ_MANY)
+def read_many(requests: list[tuple[str, Any]]) -> list[bytes | tuple[str, str]]:
+    """Run several reads; each gives Arrow IPC bytes or (error type, DuckDB's message)."""
+    store = _require().store
+    outcomes: list[bytes | tuple[str, str]] = []
+    for sql, params in requests:
+        try:
+            outcomes.append(encode_table(store.read(sql, params)))
+        except QueryError as exc:
+            outcomes.append((type(exc).__name__, str(exc)))
+    return outcomes
 
 
 @app.task(name=constants.TASK_RESUME_OFFSET)
