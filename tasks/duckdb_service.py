@@ -13,8 +13,7 @@ from celery import Task
 
 from featurestore import constants, metrics, model_sync, training
 from featurestore.duckdb_service import DuckDBService
-from featurestore.errors import QueryError, ServiceError
-from featurestore.query import encode_table
+from featurestore.errors import ServiceError
 from featurestore.store import OffsetSpan
 from tasks.app import app
 
@@ -83,14 +82,7 @@ def training_set(
 @app.task(name=constants.TASK_READ_MANY)
 def read_many(requests: list[tuple[str, Any]]) -> list[bytes | tuple[str, str]]:
     """Run several reads; each gives Arrow IPC bytes or (error type, DuckDB's message)."""
-    store = _require().store
-    outcomes: list[bytes | tuple[str, str]] = []
-    for sql, params in requests:
-        try:
-            outcomes.append(encode_table(store.read(sql, params)))
-        except QueryError as exc:
-            outcomes.append((type(exc).__name__, str(exc)))
-    return outcomes
+    return _require().read_many(requests)
 
 
 @app.task(name=constants.TASK_RESUME_OFFSET)
