@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import ipaddress
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +16,15 @@ from pathlib import Path
 
 import psutil
 
-from featurestore.errors import ConfigError, ServiceStartError
+from featurestore.errors import ConfigError, ServiceStartError, ToolMissingError
+
+
+def require_program(name: str, why: str) -> str:
+    """Full path of a program on PATH, or ToolMissingError saying why it is needed."""
+    path = shutil.which(name)
+    if path is None:
+        raise ToolMissingError(f"{name} not found on PATH: {why} (`make setup` installs it)")
+    return path
 
 
 def split_host_port(address: str, default_port: int) -> tuple[str, int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import shutil
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -98,9 +97,7 @@ class AzuriteService(ManagedService):
         binary = f"{self.package_dir}/node_modules/.bin/azurite-blob"
         if Path(binary).exists():
             return
-        npm = shutil.which("npm")
-        if npm is None:
-            raise ToolMissingError("npm not found on PATH: Azurite needs Node.js and npm")
+        npm = _proc.require_program("npm", "Azurite is installed with Node.js's npm")
         log.info(
             "azurite_install version=%s prefix=%s", self.settings.azurite_version, self.package_dir
         )

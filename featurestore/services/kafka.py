@@ -93,9 +93,7 @@ class KafkaService(ManagedService):
         libs = self.home / "libs"
         if (self.home / ".complete").exists():
             return
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise ToolMissingError("mvn not found on PATH: it is needed to fetch the Kafka jars")
+        mvn = _proc.require_program("mvn", "the Kafka jars are fetched with Maven")
         pom = self.home / "pom.xml"
         self.home.mkdir(parents=True, exist_ok=True)
         pom.write_bytes((_RESOURCES / "kafka-pom.xml").read_bytes())
@@ -161,9 +159,7 @@ class KafkaService(ManagedService):
         (self.data / "log4j2.xml").write_bytes((_RESOURCES / "kafka-log4j2.xml").read_bytes())
 
     def _java(self, main: str, *args: str) -> list[str]:
-        java = shutil.which("java")
-        if java is None:
-            raise ToolMissingError("java not found on PATH: Kafka needs Java 17+")
+        java = _proc.require_program("java", "Kafka needs Java 17+")
         return [
             java,
             *self.settings.kafka_heap.split(),

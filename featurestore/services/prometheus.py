@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import urllib.error
 import urllib.request
 
-from featurestore.errors import ToolMissingError
+from featurestore.services import _proc
 from featurestore.services.base import ManagedService
 
 
@@ -63,12 +62,7 @@ class PrometheusService(ManagedService):
         )
 
     def command(self) -> list[str]:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            raise ToolMissingError(
-                "prometheus not found on PATH: install the Debian package prometheus "
-                "(`make setup` does)"
-            )
+        binary = _proc.require_program("prometheus", "the Debian package prometheus")
         return [
             binary,
             f"--config.file={self.config_file}",

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 from urllib.parse import urlsplit
 
 import redis
 
-from featurestore.errors import ToolMissingError
 from featurestore.services import _proc
 from featurestore.services.base import ManagedService
 
@@ -43,12 +41,7 @@ class RedisService(ManagedService):
             client.close()
 
     def command(self) -> list[str]:
-        server = shutil.which("redis-server")
-        if server is None:
-            raise ToolMissingError(
-                "redis-server not found on PATH: install the Debian package redis-server "
-                "(`make setup` does)"
-            )
+        server = _proc.require_program("redis-server", "the Debian package redis-server")
         port = urlsplit(self.settings.redis_url).port or 6379
         data = self.settings.data_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)

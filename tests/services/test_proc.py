@@ -46,3 +46,11 @@ def test_non_loopback_hosts(host: str) -> None:
 
 def test_first_answering_none_when_nothing_listens() -> None:
     assert _proc.first_answering("localhost", 1) is None
+
+
+def test_missing_program_names_itself_and_why() -> None:
+    from featurestore.errors import ToolMissingError
+
+    with pytest.raises(ToolMissingError, match="no-such-prog not found on PATH: because"):
+        _proc.require_program("no-such-prog", "because")
+    assert _proc.require_program("sh", "shell").endswith("/sh")
