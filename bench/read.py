@@ -25,9 +25,9 @@ import pyarrow as pa
 
 from bench.common import bench_settings, now, percentile, running_stack
 from featurestore import batch, constants
+from featurestore.arrow_ipc import decode_table, encode_table
 from featurestore.logs import setup_logging
 from featurestore.progress import Progress
-from featurestore.query import decode_table, encode_table
 from featurestore.reads import ENTITY_EVENTS_SQL, _Event, latest_features, newest_per_feature
 from featurestore.settings import Settings
 from tasks.app import configure

@@ -23,6 +23,7 @@ class PendingBatch:
     started: float = field(default_factory=time.monotonic)
     columns: Columns = field(default_factory=Columns)
     offsets: list[int] = field(default_factory=list)
+    dead_letters: int = 0
 
     @property
     def span(self) -> OffsetSpan:
@@ -32,7 +33,9 @@ class PendingBatch:
     def add(self, offset: int, events: Columns | None) -> None:
         """Take one consumed message: its events, or None when it was dead-lettered."""
         self.last_offset = offset
-        if events is not None:
+        if events is None:
+            self.dead_letters += 1
+        else:
             self.columns.extend(events)
             self.offsets.extend([offset] * len(events))
 

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 _BROKER_ERRORS = (OperationalError, RedisError, ConnectionError, OSError)
 
 
+class _StoppedWhileSending(Exception):  # noqa: N818 - a signal, not an error
+    """The stop event was set while a batch could not be sent."""
+
+
 def _topic(msg: Message) -> str:
     return msg.topic() or ""
 
@@ -75,6 +79,7 @@ class Bridge:
             }
         )
         self.paused = False
+        self._dead_letter_failures = 0
         self._to_commit: dict[tuple[str, int], int] = {}
 
     # -- assignment ----------------------------------------------------------------------
@@ -158,13 +163,37 @@ class Bridge:
             ("source_offset", str(offset).encode()),
         ]
         self.dead_letters.produce(
-            self.settings.dead_letter_topic, value=msg.value(), key=msg.key(), headers=headers
+            self.settings.dead_letter_topic,
+            value=msg.value(),
+            key=msg.key(),
+            headers=headers,
+            on_delivery=self._dead_letter_delivered,
         )
         self.dead_letters.poll(0)
+
+    def _dead_letter_delivered(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._dead_letter_failures += 1
+            metrics.BRIDGE_ERRORS.labels("dead_letter").inc()
+            log.error("dead_letter_failed error=%s", err.str())
+
+    def _dead_letters_delivered(self) -> None:
+        """Block until every dead letter so far is in Kafka; raise if any was not.
+
+        A batch spanning a dead-lettered offset may commit (and so move resume_offset past
+        it) only once that dead letter is safe; the raise restarts the consumer, which
+        reads the message again.
+        """
+        if self.dead_letters.flush(30) > 0 or self._dead_letter_failures:
+            raise KafkaException(
+                KafkaError(KafkaError._MSG_TIMED_OUT, "dead letters not delivered")
+            )
 
     # -- the loop ------------------------------------------------------------------------
     def _send_due(self, *, flush: bool = False) -> None:
         for pending in self.batcher.due(flush=flush):
+            if pending.dead_letters:
+                self._dead_letters_delivered()
             while True:
                 try:
                     self.inflight.send(pending)
@@ -178,7 +207,9 @@ class Bridge:
                         pending.last_offset,
                         type(exc).__name__,
                     )
-                    time.sleep(2.0)
+                    if self.stop.wait(2.0):
+                        # Nothing of this batch is committed: it is read again after a restart.
+                        raise _StoppedWhileSending from None
 
     def _commit_done(self) -> None:
         try:
@@ -192,8 +223,7 @@ class Bridge:
         if not self._to_commit:
             return
         # Dead letters up to these offsets must be safely in Kafka before we move past them.
-        if self.dead_letters.flush(30) > 0:
-            return
+        self._dead_letters_delivered()
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._to_commit.items()]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
@@ -230,6 +260,8 @@ class Bridge:
                 self._send_due()
                 self._commit_done()
             self._drain()
+        except _StoppedWhileSending:
+            log.warning("bridge_stopped_while_broker_down left_in_flight=%d", len(self.inflight))
         finally:
             self.dead_letters.flush(30)
             self.consumer.close()

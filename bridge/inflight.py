@@ -48,11 +48,6 @@ class InFlight:
     def __len__(self) -> int:
         return len(self._sent)
 
-    @property
-    def rows(self) -> int:
-        """Rows in flight."""
-        return sum(s.rows for s in self._sent)
-
     def _publish(self, span: OffsetSpan, payload: bytes) -> AsyncResult:
         return self.app.send_task(
             constants.TASK_WRITE_BATCH,

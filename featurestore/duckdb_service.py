@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import redis
 
-from featurestore import batch, metrics, registry
-from featurestore.errors import QueryError
+from featurestore import batch, metrics, registry, training
+from featurestore.arrow_ipc import encode_table
+from featurestore.errors import QueryError, ValidationError
 from featurestore.online import OnlineStore, latest_updates_sql
 from featurestore.progress import Progress
-from featurestore.query import encode_table
 from featurestore.settings import Settings
 from featurestore.store import OffsetSpan, Store, WriteResult
 
@@ -74,6 +75,18 @@ class DuckDBService:
             return encode_table(self.store.read(sql, params))
         except QueryError as exc:
             return (type(exc).__name__, str(exc))
+
+    def build_training_set(
+        self, request: training.TrainingRequest, progress: Callable[[int, int], None]
+    ) -> training.TrainingReport:
+        """Build a point-in-time training set; the output may not land in the state folder
+        (where it could overwrite the DuckDB file or a service's data)."""
+        output = request.output_path.resolve()
+        if output.suffix.lower() != ".parquet":
+            raise ValidationError(f"{output}: the training set is written as a .parquet file")
+        if output.is_relative_to(self.settings.state_dir.resolve()):
+            raise ValidationError(f"{output}: refusing to write inside {self.settings.state_dir}")
+        return training.build(self.store.cursor(), request, progress)
 
     def resume_offset(self, topic: str, partition: int, committed: int) -> int:
         """First offset of the partition that is not yet in DuckDB."""

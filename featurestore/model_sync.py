@@ -41,6 +41,10 @@ def is_production_artifact(blob_name: str, model_id: str) -> bool:
     return path.parent.name == model_id and path.stem.endswith("production") and bool(path.suffix)
 
 
+def _artifact_keys(client: redis.Redis, model_id: str) -> list[str]:
+    return [as_text(k) for k in client.scan_iter(match=model_artifact_key(model_id, "*"))]
+
+
 def sync_models(
     cur: duckdb.DuckDBPyConnection, blobs: BlobServiceClient, client: redis.Redis
 ) -> SyncReport:
@@ -49,20 +53,29 @@ def sync_models(
     wanted = production_models(cur)
     for model_id, container in wanted.items():
         container_client = blobs.get_container_client(container)
-        names = [
-            b.name
-            for b in container_client.list_blobs(name_starts_with=f"{model_id}/")
-            if is_production_artifact(b.name, model_id)
-        ]
-        if not names:
-            log.warning("model_sync_missing model_id=%s container=%s", model_id, container)
+        by_extension: dict[str, list[str]] = {}
+        for blob in container_client.list_blobs(name_starts_with=f"{model_id}/"):
+            if is_production_artifact(blob.name, model_id):
+                extension = PurePosixPath(blob.name).suffix.lstrip(".")
+                by_extension.setdefault(extension, []).append(blob.name)
+        clashes = {ext: names for ext, names in by_extension.items() if len(names) > 1}
+        if not by_extension or clashes:
+            # Two production artifacts with one extension would share one Redis key.
+            log.error(
+                "model_sync_skipped model_id=%s container=%s reason=%s",
+                model_id,
+                container,
+                f"ambiguous {clashes}" if clashes else "no production artifact",
+            )
             report.missing.append(model_id)
             continue
+        keys = {model_artifact_key(model_id, ext): names[0] for ext, names in by_extension.items()}
+        stale = [k for k in _artifact_keys(client, model_id) if k not in keys]
         pipe = client.pipeline(transaction=True)
-        for name in names:
-            data = container_client.download_blob(name).readall()
-            key = model_artifact_key(model_id, PurePosixPath(name).suffix.lstrip("."))
-            pipe.set(key, data)
+        if stale:
+            pipe.delete(*stale)
+        for key, name in keys.items():
+            pipe.set(key, container_client.download_blob(name).readall())
             report.artifacts.append(key)
         pipe.sadd(PROD_MODELS_KEY, model_id)
         pipe.execute()
@@ -70,10 +83,12 @@ def sync_models(
     for raw in client.smembers(PROD_MODELS_KEY):
         model_id = as_text(raw)
         if model_id not in wanted:
-            client.srem(PROD_MODELS_KEY, model_id)
-            stale = list(client.scan_iter(match=model_artifact_key(model_id, "*")))
+            stale = _artifact_keys(client, model_id)
+            pipe = client.pipeline(transaction=True)  # readers never see half a removal
+            pipe.srem(PROD_MODELS_KEY, model_id)
             if stale:
-                client.delete(*stale)
+                pipe.delete(*stale)
+            pipe.execute()
             report.removed.append(model_id)
     log.info(
         "model_sync served=%s artifacts=%d removed=%s missing=%s",

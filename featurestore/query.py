@@ -16,25 +16,13 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from pydantic import TypeAdapter
 
+from featurestore.arrow_ipc import decode_table
 from featurestore.errors import QueryTimeoutError
 from featurestore.read_batching import coalescer
 
 T = TypeVar("T")
 
 Params = list[Any] | dict[str, Any] | None
-
-
-def encode_table(table: pa.Table) -> bytes:
-    """Arrow IPC stream bytes of a result table."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
-
-
-def decode_table(payload: bytes) -> pa.Table:
-    """Inverse of encode_table."""
-    return pa.ipc.open_stream(payload).read_all()
 
 
 def query_table(app: Celery, sql: str, params: Params = None, *, timeout: float = 30.0) -> pa.Table:

@@ -47,7 +47,8 @@ def outcome_to_result(outcome: Any) -> bytes:
 class ReadCoalescer:
     """Groups the reads waiting in this process into read_many tasks."""
 
-    def __init__(self, app: Celery, waiters: int = 8) -> None:
+    # One waiter per batch in flight: a slow batch must not hold up the results of others.
+    def __init__(self, app: Celery, waiters: int = MAX_BATCH) -> None:
         self.app = app
         self._pending: queue.SimpleQueue[_Read] = queue.SimpleQueue()
         self._waiters = ThreadPoolExecutor(waiters, thread_name_prefix="read-waiter")

@@ -1,9 +1,11 @@
 """The read path's guard: exactly one statement, a SELECT, reading only the database.
 
 Refused: anything that writes or changes state (INSERT, UPDATE, DELETE, DDL, ATTACH, COPY,
-INSTALL/LOAD, SET, PRAGMA, EXPORT, EXPLAIN ANALYZE...), several statements in one call, and,
-unless the caller is the server itself, table functions that read files or run SQL
-(read_csv, read_parquet, glob, query, ...) and file paths used as tables.
+INSTALL/LOAD, SET, PRAGMA, EXPORT, EXPLAIN ANALYZE...), several statements in one call,
+table functions that read files or run SQL (read_csv, read_parquet, glob, query, ...),
+DESCRIBE/SUMMARIZE/SHOW inside a query, and any table reference that is not a plain name in
+the database's main schema (so no file paths, however they are quoted or split into
+schema.table). The server's own reads of files (training sets) use its cursor directly.
 """
 
 from __future__ import annotations
@@ -60,18 +62,18 @@ def _table_refs(sql: str) -> Iterator[dict[str, Any]]:
     if tree.get("error"):
         raise QueryError(str(tree.get("error_message", "could not parse the query")))
     for node in _walk(tree["statements"]):
-        if node.get("type") in ("TABLE_FUNCTION", "BASE_TABLE"):
+        if node.get("type") in ("TABLE_FUNCTION", "BASE_TABLE", "SHOW_REF"):
             yield node
 
 
 @functools.lru_cache(maxsize=4096)
-def check_read_only(sql: str, *, allow_files: bool = False) -> None:
+def check_read_only(sql: str) -> None:
     """Raise ReadOnlyError unless sql is one SELECT that reads only the database.
 
     Cached per SQL text: callers repeat the same statement with other parameters.
     """
     try:
-        statements = duckdb.extract_statements(sql)
+        statements = _parser().extract_statements(sql)
     except duckdb.Error as exc:
         raise QueryError(str(exc)) from None
     if len(statements) != 1:
@@ -79,18 +81,26 @@ def check_read_only(sql: str, *, allow_files: bool = False) -> None:
     kind = statements[0].type
     if kind != duckdb.StatementType.SELECT:
         raise ReadOnlyError(f"the read path runs SELECT only, got {kind.name}")
-    if allow_files:
-        return
     for ref in _table_refs(sql):
-        if ref["type"] == "TABLE_FUNCTION":
-            name = str(ref["function"].get("function_name", "")).lower()
-            if name not in SAFE_TABLE_FUNCTIONS:
-                raise ReadOnlyError(
-                    f"table function {name}() is not allowed on the read path "
-                    "(it reads files or runs SQL)"
-                )
-        elif not _PLAIN_NAME.match(str(ref.get("table_name", ""))):
+        _check_ref(ref)
+
+
+def _check_ref(ref: dict[str, Any]) -> None:
+    if ref["type"] == "SHOW_REF":
+        raise ReadOnlyError("DESCRIBE, SUMMARIZE and SHOW are not allowed on the read path")
+    if ref["type"] == "TABLE_FUNCTION":
+        name = str(ref["function"].get("function_name", "")).lower()
+        if name not in SAFE_TABLE_FUNCTIONS or ref["function"].get("schema"):
             raise ReadOnlyError(
-                f"{ref.get('table_name')!r} is not a table name: files cannot be read "
-                "on the read path"
+                f"table function {name}() is not allowed on the read path "
+                "(it reads files or runs SQL)"
             )
+        return
+    table = str(ref.get("table_name", ""))
+    schema, catalog = str(ref.get("schema_name", "")), str(ref.get("catalog_name", ""))
+    if not _PLAIN_NAME.match(table) or schema not in ("", "main") or catalog:
+        shown = ".".join(part for part in (catalog, schema, table) if part)
+        raise ReadOnlyError(
+            f"{shown!r} is not a table of the database's main schema: files and other "
+            "schemas cannot be read on the read path"
+        )

@@ -34,6 +34,13 @@ class Serving:
         names = feature_names or sorted(latest)
         return [FeatureLookup(name, latest.get(name)) for name in names]
 
+    def ready(self) -> bool:
+        """True when the online store answers."""
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
     def list_models(self) -> list[str]:
         """Ids of the models served from Redis, sorted."""
         return sorted(as_text(m) for m in self.client.smembers(PROD_MODELS_KEY))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import duckdb
 
+from featurestore import sql
 from featurestore.errors import ValidationError
 from featurestore.events import FIELDS, MAX_NAME_LENGTH
 
@@ -59,7 +60,7 @@ def expand(paths: list[Path]) -> list[Path]:
 def _scan(path: Path) -> tuple[str, str]:
     """SQL reading the file with a 1-based position column `pos`, and the position's name."""
     kind = SUFFIXES[path.suffix.lower()]
-    quoted = "'" + str(path).replace("'", "''") + "'"
+    quoted = sql.literal(str(path))
     if kind == "parquet":
         return (
             f"SELECT * EXCLUDE (file_row_number), file_row_number + 1 AS pos "
@@ -77,7 +78,7 @@ def _scan(path: Path) -> tuple[str, str]:
     # JSON Lines: one value per line, parsed per row so a malformed line is one reject.
     return (
         f"SELECT line AS __raw, row_number() OVER () AS pos FROM read_csv({quoted}, "
-        "columns = {'line': 'VARCHAR'}, header = false, delim = '\\x1f', quote = '', "
+        "columns = {'line': 'VARCHAR'}, header = false, delim = chr(31), quote = '', "
         "escape = '', parallel = false)",
         "line",
     )
@@ -173,8 +174,10 @@ class FileSource:
                 "one column per feature)"
             )
         keep = "pos, pre_reason, entity_id, event_timestamp"
-        casts = ", ".join(f'CAST("{c}" AS VARCHAR) AS "{c}"' for c in features)
-        on = ", ".join(f'"{c}"' for c in features)
+        casts = ", ".join(
+            f"CAST({sql.identifier(c)} AS VARCHAR) AS {sql.identifier(c)}" for c in features
+        )
+        on = ", ".join(sql.identifier(c) for c in features)
         self.con.execute(
             f"CREATE TEMP VIEW long_rows AS SELECT pos, pre_reason, entity_id, feature_name, "
             f"value, event_timestamp FROM (UNPIVOT (SELECT {keep}, {casts} FROM source) "

@@ -40,8 +40,6 @@ SCHEMA = (
         PRIMARY KEY (model_id, version, artifact_type))""",
 )
 
-FEATURE_COLUMNS = ("entity_id", "feature_name", "value", "event_timestamp")
-
 
 @dataclass(frozen=True)
 class OffsetSpan:
@@ -68,10 +66,11 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._con = duckdb.connect(str(path))
-        # created_at defaults to CURRENT_TIMESTAMP: store it as UTC, like event_timestamp.
-        self._con.execute("SET TimeZone = 'UTC'")
-        # A name in FROM must never resolve to a Python variable of the worker.
-        self._con.execute("SET python_enable_replacements = false")
+        # GLOBAL: every cursor is a session of its own. created_at defaults to
+        # CURRENT_TIMESTAMP: keep it in UTC like event_timestamp; and a name in FROM must
+        # never resolve to a Python variable of the worker.
+        self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+        self._con.execute("SET GLOBAL python_enable_replacements = false")
         self._write_lock = threading.Lock()
         self._local = threading.local()
         for statement in SCHEMA:
@@ -142,19 +141,9 @@ class Store:
                 raise
             cur.commit()
 
-    def read(
-        self,
-        sql: str,
-        params: list[object] | dict[str, object] | None,
-        *,
-        allow_files: bool = False,
-    ) -> pa.Table:
-        """Run one parameterised SELECT on this thread's cursor (never blocked by a write).
-
-        allow_files is for the server's own reads (training sets); callers through Celery
-        never get it.
-        """
-        check_read_only(sql, allow_files=allow_files)
+    def read(self, sql: str, params: list[object] | dict[str, object] | None) -> pa.Table:
+        """Run one parameterised SELECT on this thread's cursor (never blocked by a write)."""
+        check_read_only(sql)
         try:
             relation = self.cursor().sql(sql, params=params)
             assert relation is not None  # a SELECT always gives a relation

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 
+from featurestore import sql
 from featurestore.errors import ValidationError
 
 log = logging.getLogger(__name__)
@@ -45,20 +46,12 @@ class TrainingReport:
     output_path: str
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _spine_scan(path: Path) -> str:
     kind = path.suffix.lower()
     if kind == ".parquet":
-        return f"read_parquet({_quote(str(path))})"
+        return f"read_parquet({sql.literal(str(path))})"
     if kind == ".csv":
-        return f"read_csv({_quote(str(path))}, header = true)"
+        return f"read_csv({sql.literal(str(path))}, header = true)"
     raise ValidationError(f"{path}: the spine must be a .parquet or .csv file")
 
 
@@ -95,8 +88,8 @@ def build(
     label = ", label" if "label" in columns else ""
     cur.execute(
         f"CREATE OR REPLACE TEMP TABLE spine AS SELECT row_number() OVER () AS __row, "
-        f"CAST(entity_id AS VARCHAR) AS entity_id, CAST({_ident(time_column)} AS TIMESTAMP) "
-        f"AS ts{label} FROM {scan}"
+        f"CAST(entity_id AS VARCHAR) AS entity_id, "
+        f"CAST({sql.identifier(time_column)} AS TIMESTAMP) AS ts{label} FROM {scan}"
     )
     total = len(request.features) + 1
     for step, feature in enumerate(request.features):
@@ -122,7 +115,7 @@ def build(
         )
         selected.append(
             f"CASE WHEN f{step}.event_timestamp IS NULL{stale} THEN NULL "
-            f"ELSE f{step}.value END AS {_ident(feature)}"
+            f"ELSE f{step}.value END AS {sql.identifier(feature)}"
         )
         joins.append(f"LEFT JOIN feature_{step} f{step} ON f{step}.__row = s.__row")
     output = request.output_path
@@ -130,7 +123,7 @@ def build(
     cur.execute(
         f"COPY (SELECT s.entity_id, s.ts AS timestamp{label.replace('label', 's.label')}, "
         f"{', '.join(selected)} FROM spine s {' '.join(joins)} ORDER BY s.__row) "
-        f"TO {_quote(str(output))} (FORMAT parquet)"
+        f"TO {sql.literal(str(output))} (FORMAT parquet)"
     )
     rows = int(cur.execute("SELECT count(*) FROM spine").fetchall()[0][0])
     for step in range(len(request.features)):

@@ -25,14 +25,35 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FeatureStore"].full_name
 
 
-def build_server(settings: Settings, serving: Serving) -> tuple[grpc.Server, int]:
+def watch_health(
+    health_servicer: health.HealthServicer, serving: Serving, stop: threading.Event
+) -> None:
+    """SERVING while the online store answers, NOT_SERVING otherwise; checked every 2 s."""
+    last = None
+    while not stop.is_set():
+        state = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving.ready()
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        if state != last:
+            for name in (SERVICE_NAME, ""):
+                health_servicer.set(name, state)
+            log.info(
+                "grpc_health state=%s", health_pb2.HealthCheckResponse.ServingStatus.Name(state)
+            )
+            last = state
+        stop.wait(2.0)
+
+
+def build_server(
+    settings: Settings, serving: Serving
+) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A server with the FeatureStore, health and reflection services, bound but not started."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     pb_grpc.add_FeatureStoreServicer_to_server(FeatureStoreServicer(serving), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in (SERVICE_NAME, ""):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
         (
             SERVICE_NAME,
@@ -42,7 +63,7 @@ def build_server(settings: Settings, serving: Serving) -> tuple[grpc.Server, int
         server,
     )
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    return server, port
+    return server, port, health_servicer
 
 
 def sync_models_at_start(settings: Settings) -> None:
@@ -65,8 +86,12 @@ def run_grpc(settings: Settings) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: stop.set())
-    server, port = build_server(settings, Serving(redis.Redis.from_url(settings.redis_url)))
+    serving = Serving(redis.Redis.from_url(settings.redis_url, socket_timeout=5))
+    server, port, health_servicer = build_server(settings, serving)
     server.start()
+    threading.Thread(
+        target=watch_health, args=(health_servicer, serving, stop), daemon=True
+    ).start()
     log.info("grpc_start port=%d", port)
     threading.Thread(target=sync_models_at_start, args=(settings,), daemon=True).start()
     stop.wait()

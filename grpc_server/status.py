@@ -8,16 +8,21 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
+import redis
 
 from featurestore import metrics
 from featurestore.errors import FeatureStoreError, ServiceError, ValidationError
 
 log = logging.getLogger(__name__)
 
-# Most specific first. Messages of these errors are written for users and may be shown.
-STATUS_BY_ERROR: tuple[tuple[type[FeatureStoreError], grpc.StatusCode], ...] = (
-    (ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
-    (ServiceError, grpc.StatusCode.UNAVAILABLE),
+# Most specific first: (error type, code, message for the client). None as the message
+# means the error's own text, which is written for users (validation errors only); the
+# others get a fixed text, since theirs may name hosts, paths or log lines.
+STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode, str | None], ...] = (
+    (ValidationError, grpc.StatusCode.INVALID_ARGUMENT, None),
+    (ServiceError, grpc.StatusCode.UNAVAILABLE, "a backing service is unavailable"),
+    (redis.RedisError, grpc.StatusCode.UNAVAILABLE, "the online store is unavailable"),
+    (FeatureStoreError, grpc.StatusCode.FAILED_PRECONDITION, "the request cannot be served"),
 )
 
 Servicer = TypeVar("Servicer")
@@ -27,9 +32,9 @@ Resp = TypeVar("Resp")
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The code and client-safe message for an exception raised by the serving logic."""
-    for error_type, code in STATUS_BY_ERROR:
+    for error_type, code, message in STATUS_BY_ERROR:
         if isinstance(exc, error_type):
-            return code, str(exc)
+            return code, str(exc) if message is None else message
     return grpc.StatusCode.INTERNAL, "internal error"
 
 

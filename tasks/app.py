@@ -11,7 +11,7 @@ from celery import Celery
 from featurestore import constants
 from featurestore.settings import Settings
 
-app = Celery("featurestore", include=["tasks.duckdb_service"])
+app = Celery("featurestore", include=["tasks.duckdb_tasks"])
 
 
 def configure(settings: Settings) -> Celery:
@@ -34,7 +34,7 @@ def configure(settings: Settings) -> Celery:
         },
         task_default_queue="celery",
         # Reads are acknowledged on receipt (a lost read times out at its caller); writes
-        # set acks_late on their task, see tasks.duckdb_service.
+        # set acks_late on their task, see tasks.duckdb_tasks.
         task_acks_late=False,
         worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": 3600},

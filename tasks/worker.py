@@ -10,7 +10,7 @@ import redis
 from featurestore import metrics, services
 from featurestore.duckdb_service import DuckDBService
 from featurestore.settings import Settings
-from tasks import duckdb_service
+from tasks import duckdb_tasks
 from tasks.app import app, configure
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def run_worker(settings: Settings) -> None:
     configure(settings)
     metrics.serve(settings.metrics_port_worker, "duckdb_worker")
     service = DuckDBService(settings, redis.Redis.from_url(settings.redis_url))
-    duckdb_service.install(service)
+    duckdb_tasks.install(service)
     # One line per task at hundreds of reads a second, with the result bytes in it, drowns
     # the log; the service logs its own events (write_batch, registry_change, ...).
     for name in ("celery.app.trace", "celery.worker.strategy"):

@@ -195,11 +195,22 @@ def tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _leads_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
 def terminate(pid: int, timeout: float = 30.0) -> None:
     """SIGTERM the process (group when it leads one), then SIGKILL after timeout."""
+    leads_group = _leads_group(pid)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
+            if leads_group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):

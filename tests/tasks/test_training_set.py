@@ -119,3 +119,20 @@ def test_point_in_time_matches_brute_force(stack: Settings, tmp_path: Path) -> N
     assert mismatches == []
     values = [row[f] for row in result for f in FEATURES]
     assert any(v is None for v in values) and any(v is not None for v in values)
+
+
+def test_output_may_not_land_in_the_state_folder(stack: Settings, tmp_path: Path) -> None:
+    spine = tmp_path / "spine.csv"
+    spine.write_text("entity_id,timestamp\ne1,2024-01-01\n")
+    app = configure(stack)
+    for output, reason in (
+        (stack.duckdb_file, "the training set is written as a .parquet file"),
+        (stack.state_dir / "x.parquet", "refusing to write inside"),
+    ):
+        result = app.send_task(
+            constants.TASK_TRAINING_SET,
+            args=[str(spine), ["f0"], {}, str(output)],
+            queue=stack.read_queue,
+        )
+        with pytest.raises(Exception, match=reason):
+            result.get(timeout=60)

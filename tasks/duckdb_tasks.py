@@ -76,7 +76,7 @@ def training_set(
     def progress(done: int, total: int) -> None:
         self.update_state(state="PROGRESS", meta={"done": done, "total": total})
 
-    return asdict(training.build(_require().store.cursor(), request, progress))
+    return asdict(_require().build_training_set(request, progress))
 
 
 @app.task(name=constants.TASK_READ_MANY)
@@ -101,9 +101,11 @@ def rebuild_online() -> int:
 def sync_models() -> dict[str, list[str]]:
     """Copy the production models' artifacts from Azure Blob Storage into Redis."""
     service = _require()
-    blobs = BlobServiceClient.from_connection_string(service.settings.azure_connection_string)
     try:
-        report = model_sync.sync_models(service.store.cursor(), blobs, service.online.client)
+        with BlobServiceClient.from_connection_string(
+            service.settings.azure_connection_string
+        ) as blobs:
+            report = model_sync.sync_models(service.store.cursor(), blobs, service.online.client)
     except Exception:
         metrics.MODEL_SYNC.labels("failed").inc()
         raise
