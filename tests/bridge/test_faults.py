@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Producer
 
 from featurestore import stack as stack_module
-from featurestore.services import RedisService
+from featurestore.services import KafkaService, RedisService
 from featurestore.settings import Settings
 from featurestore.sources import FileSource
 from tasks.app import configure
@@ -70,10 +70,24 @@ def kill_and_restart_redis(settings: Settings) -> None:
     service.ensure()
 
 
+def kill_and_restart_kafka(settings: Settings) -> None:
+    service = KafkaService(settings)
+    pid = service.status().pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1.0)
+    service.ensure()
+
+
 @pytest.mark.parametrize(
     "fault",
-    [kill_program("bridge"), kill_program("duckdb-worker"), kill_and_restart_redis],
-    ids=["sigkill-bridge", "sigkill-worker", "kill-redis"],
+    [
+        kill_program("bridge"),
+        kill_program("duckdb-worker"),
+        kill_and_restart_redis,
+        kill_and_restart_kafka,
+    ],
+    ids=["sigkill-bridge", "sigkill-worker", "kill-redis", "kill-kafka"],
 )
 def test_exactly_once_after_fault_mid_stream(
     stack: Settings, tmp_path: Path, fault: Callable[[Settings], None]
