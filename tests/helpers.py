@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -10,6 +14,7 @@ from celery import Celery
 
 from featurestore.online import OnlineStore, OnlineValue
 from featurestore.query import query_table
+from featurestore.settings import Settings
 
 CHECKSUM_SQL = (
     "SELECT count(*) AS n, coalesce(sum(hash(entity_id, feature_name, value, "
@@ -55,6 +60,28 @@ def stored_count(app: Celery, prefix: str) -> int:
         return stored_checksum(app, prefix, timeout=10)[0]
     except Exception:  # noqa: BLE001 - during fault tests the service may be down
         return 0
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `fstore ARGS` with these settings, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "featurestore.cli", *args],
+        env={**os.environ, **settings.to_env(), "FSTORE_LOG_LEVEL": "WARNING"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60) -> bool:
+    """Poll condition until it holds or the timeout passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def wait_for_online(

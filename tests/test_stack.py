@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import urllib.request
 
 import grpc
@@ -13,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from featurestore import stack as stack_module
 from featurestore.settings import Settings
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +33,7 @@ def test_every_program_is_running(stack: Settings) -> None:
 
 
 def test_status_command_shows_programs_and_services(stack: Settings) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "featurestore.cli", "status"],
-        env={**os.environ, **stack.to_env()},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    result = run_cli(stack, "status")
     assert result.returncode == 0, result.stdout + result.stderr
     for name in PROGRAMS:
         assert f"\n{name} " in result.stdout

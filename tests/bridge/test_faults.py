@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Producer
 
 from featurestore import stack as stack_module
-from featurestore.services import KafkaService, RedisService
+from featurestore.services import KafkaService, ManagedService, RedisService
 from featurestore.settings import Settings
 from featurestore.sources import FileSource
 from tasks.app import configure
@@ -61,22 +61,18 @@ def kill_program(name: str) -> Callable[[Settings], None]:
     return kill
 
 
-def kill_and_restart_redis(settings: Settings) -> None:
-    service = RedisService(settings)
-    pid = service.status().pid
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    time.sleep(1.0)
-    service.ensure()
+def kill_and_restart(kind: Callable[[Settings], ManagedService]) -> Callable[[Settings], None]:
+    """SIGKILL a backing service, then start it again with its start-up function."""
 
+    def fault(settings: Settings) -> None:
+        service = kind(settings)
+        pid = service.status().pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(1.0)
+        service.ensure()
 
-def kill_and_restart_kafka(settings: Settings) -> None:
-    service = KafkaService(settings)
-    pid = service.status().pid
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
-    time.sleep(1.0)
-    service.ensure()
+    return fault
 
 
 @pytest.mark.parametrize(
@@ -84,8 +80,8 @@ def kill_and_restart_kafka(settings: Settings) -> None:
     [
         kill_program("bridge"),
         kill_program("duckdb-worker"),
-        kill_and_restart_redis,
-        kill_and_restart_kafka,
+        kill_and_restart(RedisService),
+        kill_and_restart(KafkaService),
     ],
     ids=["sigkill-bridge", "sigkill-worker", "kill-redis", "kill-kafka"],
 )

@@ -4,9 +4,6 @@ Blob Storage into Redis, health, and errors."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +21,7 @@ from featurestore.settings import Settings
 from grpc_server.generated import featurestore_pb2 as pb
 from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
 from tasks.app import configure
-from tests.helpers import wait_for_count
+from tests.helpers import run_cli, wait_for_count, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -115,36 +112,17 @@ def test_promoted_model_is_synced_from_azure_into_redis_and_listed(
             }
         )
     )
-    env = {**os.environ, **stack.to_env(), "FSTORE_LOG_LEVEL": "WARNING"}
     for args in (["register", str(spec)], ["promote", model, "1.0.0"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "featurestore.cli", "model", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = run_cli(stack, "model", *args)
         assert result.returncode == 0, result.stderr
     store = redis.Redis.from_url(stack.redis_url)
-    deadline = time.monotonic() + 60
-    while not store.sismember(constants.PROD_MODELS_KEY, model) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    assert wait_until(lambda: bool(store.sismember(constants.PROD_MODELS_KEY, model)))
     assert store.get(constants.model_artifact_key(model, "onnx")) == artifacts["onnx"]
     assert store.get(constants.model_artifact_key(model, "json")) == artifacts["json"]
     assert model in client.ListModels(pb.ListModelsRequest()).model_ids
 
-    archive = subprocess.run(
-        [sys.executable, "-m", "featurestore.cli", "model", "archive", model, "1.0.0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    archive = run_cli(stack, "model", "archive", model, "1.0.0")
     assert archive.returncode == 0, archive.stderr
-    deadline = time.monotonic() + 60
-    while store.sismember(constants.PROD_MODELS_KEY, model) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    assert wait_until(lambda: not store.sismember(constants.PROD_MODELS_KEY, model))
     assert model not in client.ListModels(pb.ListModelsRequest()).model_ids
     assert store.get(constants.model_artifact_key(model, "onnx")) is None

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -15,19 +12,9 @@ from featurestore.query import query
 from featurestore.registry import ModelRecord, list_sql
 from featurestore.settings import Settings
 from tasks.app import configure
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration
-
-
-def fstore(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "featurestore.cli", *args],
-        env={**os.environ, **settings.to_env(), "FSTORE_LOG_LEVEL": "WARNING"},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
 
 
 def spec(model_id: str, version: str, artifact: str = "model") -> dict[str, object]:
@@ -55,30 +42,30 @@ def test_register_promote_archive_list_show(stack: Settings, tmp_path: Path) -> 
     model = f"credit_risk_{uuid.uuid4().hex[:6]}"
     path = tmp_path / "v1.json"
     path.write_text(json.dumps([spec(model, "1.0.0"), spec(model, "1.0.0", "scaler")]))
-    result = fstore(stack, "model", "register", str(path))
+    result = run_cli(stack, "model", "register", str(path))
     assert result.returncode == 0, result.stderr
     path.write_text(json.dumps(spec(model, "2.0.0")))
-    assert fstore(stack, "model", "register", str(path)).returncode == 0
+    assert run_cli(stack, "model", "register", str(path)).returncode == 0
     assert records(stack, model) == {
         ("1.0.0", "model"): "staging",
         ("1.0.0", "scaler"): "staging",
         ("2.0.0", "model"): "staging",
     }
 
-    assert fstore(stack, "model", "promote", model, "1.0.0").returncode == 0
+    assert run_cli(stack, "model", "promote", model, "1.0.0").returncode == 0
     assert records(stack, model)[("1.0.0", "scaler")] == "production"
-    assert fstore(stack, "model", "promote", model, "2.0.0").returncode == 0
+    assert run_cli(stack, "model", "promote", model, "2.0.0").returncode == 0
     assert records(stack, model) == {
         ("1.0.0", "model"): "archived",
         ("1.0.0", "scaler"): "archived",
         ("2.0.0", "model"): "production",
     }
-    assert fstore(stack, "model", "archive", model, "2.0.0").returncode == 0
+    assert run_cli(stack, "model", "archive", model, "2.0.0").returncode == 0
     assert set(records(stack, model).values()) == {"archived"}
 
-    listing = fstore(stack, "model", "list")
+    listing = run_cli(stack, "model", "list")
     assert listing.returncode == 0 and model in listing.stdout
-    shown = fstore(stack, "model", "show", model, "--version", "2.0.0")
+    shown = run_cli(stack, "model", "show", model, "--version", "2.0.0")
     assert shown.returncode == 0
     assert "0:debt_to_income_ratio:float, 1:age_years:int, 2:has_default:bool" in shown.stdout
     assert "1.0.0" not in shown.stdout
@@ -88,7 +75,7 @@ def test_nested_expected_features_map_into_typed_records(stack: Settings, tmp_pa
     model = f"typed_{uuid.uuid4().hex[:6]}"
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec(model, "1.0.0")))
-    assert fstore(stack, "model", "register", str(path)).returncode == 0
+    assert run_cli(stack, "model", "register", str(path)).returncode == 0
     sql, params = list_sql(model, None)
     [record] = query(configure(stack), sql, params, ModelRecord, timeout=30)
     assert [(f.index, f.name, f.type) for f in record.expected_features] == [
@@ -103,11 +90,11 @@ def test_registry_errors_are_clear(stack: Settings, tmp_path: Path) -> None:
     model = f"err_{uuid.uuid4().hex[:6]}"
     path = tmp_path / "spec.json"
     path.write_text(json.dumps(spec(model, "1.0.0")))
-    assert fstore(stack, "model", "register", str(path)).returncode == 0
-    again = fstore(stack, "model", "register", str(path))
+    assert run_cli(stack, "model", "register", str(path)).returncode == 0
+    again = run_cli(stack, "model", "register", str(path))
     assert again.returncode == 2
     assert f"{model} 1.0.0 model is already registered (staging)" in again.stderr
-    missing = fstore(stack, "model", "promote", model, "9.9.9")
+    missing = run_cli(stack, "model", "promote", model, "9.9.9")
     assert missing.returncode == 2 and f"model {model} has no version 9.9.9" in missing.stderr
     bad = tmp_path / "bad.json"
     bad.write_text(
@@ -118,6 +105,6 @@ def test_registry_errors_are_clear(stack: Settings, tmp_path: Path) -> None:
             }
         )
     )
-    invalid = fstore(stack, "model", "register", str(bad))
+    invalid = run_cli(stack, "model", "register", str(bad))
     assert invalid.returncode == 2 and "without gaps" in invalid.stderr
-    assert fstore(stack, "model", "show", "no_such_model").returncode == 1
+    assert run_cli(stack, "model", "show", "no_such_model").returncode == 1
