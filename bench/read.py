@@ -28,7 +28,7 @@ from featurestore import batch, constants
 from featurestore.arrow_ipc import decode_table, encode_table
 from featurestore.logs import setup_logging
 from featurestore.progress import Progress
-from featurestore.reads import ENTITY_EVENTS_SQL, _Event, latest_features, newest_per_feature
+from featurestore.reads import ENTITY_EVENTS_SQL, EntityEvent, latest_features, newest_per_feature
 from featurestore.settings import Settings
 from tasks.app import configure
 
@@ -140,7 +140,7 @@ def floor(settings: Settings) -> dict[str, float]:
 
     def read(i: int) -> None:
         rows = con.execute(ENTITY_EVENTS_SQL, [entity(i)]).fetchall()
-        newest_per_feature([_Event(*row) for row in rows])
+        newest_per_feature([EntityEvent(*row) for row in rows])
 
     timed(read, 50)
     samples = timed(read, SAMPLES_C1)

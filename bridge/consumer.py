@@ -217,13 +217,13 @@ class Bridge:
         except _BROKER_ERRORS as exc:
             metrics.BRIDGE_ERRORS.labels("result_backend").inc()
             log.warning("collect_failed error=%s", type(exc).__name__)
-            time.sleep(1.0)
+            self.stop.wait(1.0)
             return
         self._to_commit.update(commits)
         if not self._to_commit:
             return
-        # Dead letters up to these offsets must be safely in Kafka before we move past them.
-        self._dead_letters_delivered()
+        # No dead-letter flush here: a batch spanning dead letters was only sent once they
+        # were delivered (_send_due), and only sent batches reach a commit.
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._to_commit.items()]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)

@@ -27,17 +27,19 @@ class LatestFeature:
 
 
 @dataclass(frozen=True)
-class _Event:
+class EntityEvent:
+    """One stored event of an entity, as ENTITY_EVENTS_SQL returns it."""
+
     feature_name: str
     value: float
     event_timestamp: dt.datetime
     created_at: dt.datetime
 
 
-def newest_per_feature(events: list[_Event]) -> list[LatestFeature]:
+def newest_per_feature(events: list[EntityEvent]) -> list[LatestFeature]:
     """The newest event of each feature; ties on event_timestamp go to the row written
     last, then to the largest value (the rule of the training sets too)."""
-    best: dict[str, _Event] = {}
+    best: dict[str, EntityEvent] = {}
     for event in events:
         current = best.get(event.feature_name)
         key = (event.event_timestamp, event.created_at, event.value)
@@ -51,4 +53,6 @@ def newest_per_feature(events: list[_Event]) -> list[LatestFeature]:
 
 def latest_features(app: Celery, entity_id: str, *, timeout: float = 10.0) -> list[LatestFeature]:
     """Newest value of every feature of one entity (empty when the entity is unknown)."""
-    return newest_per_feature(query(app, ENTITY_EVENTS_SQL, [entity_id], _Event, timeout=timeout))
+    return newest_per_feature(
+        query(app, ENTITY_EVENTS_SQL, [entity_id], EntityEvent, timeout=timeout)
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -28,8 +29,6 @@ class ServiceStatus:
     version: str | None = None
     started: bool = False
     pid: int | None = None
-    managed: bool = False
-    detail: str = ""
 
 
 class ManagedService(ABC):
@@ -100,9 +99,8 @@ class ManagedService(ABC):
             name=self.name,
             address=self.address,
             reachable=version is not None,
-            version=(version or self.version_hint() or None) if version is not None else None,
+            version=None if version is None else version or self.version_hint() or None,
             pid=_proc.read_pid(self.pid_file),
-            managed=self.is_local(),
         )
 
     def ensure(self) -> ServiceStatus:
@@ -111,15 +109,7 @@ class ManagedService(ABC):
         with _proc.file_lock(self.lock_file):
             started = self._start_unless_answering(foreground=False) is not None
             self.after_ready()
-        return ServiceStatus(
-            name=self.name,
-            address=self.address,
-            reachable=True,
-            version=self.probe() or self.version_hint() or None,
-            started=started,
-            pid=_proc.read_pid(self.pid_file),
-            managed=self.is_local(),
-        )
+        return dataclasses.replace(self.status(), started=started)
 
     def run_foreground(self, watch_interval: float = 5.0) -> int:
         """Entry point for supervisord: run the service as our child, or watch a running one.
