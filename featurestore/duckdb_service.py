@@ -14,6 +14,7 @@ import redis
 from featurestore import batch, metrics, registry, training
 from featurestore.arrow_ipc import encode_table
 from featurestore.errors import QueryError, ValidationError
+from featurestore.latest import Merger
 from featurestore.online import OnlineStore, latest_updates_sql
 from featurestore.progress import Progress
 from featurestore.settings import Settings
@@ -36,14 +37,17 @@ class DuckDBService:
 
     def __init__(self, settings: Settings, redis_client: redis.Redis) -> None:
         self.settings = settings
-        self.store = Store(settings.duckdb_file)
+        self.store = Store(settings.duckdb_file, settings.duckdb_threads)
         self.online = OnlineStore(redis_client)
+        self.latest = Merger(self.store.cursor, settings.latest_merge_interval_s)
+        self.latest.start()
 
     def write_batch(self, payload: bytes, span: OffsetSpan) -> WriteResult:
         """Decode a batch, commit it to DuckDB once, then update the online store."""
         began = time.perf_counter()
         rows, offsets = batch.decode(payload)
         result = self.store.write_batch(rows, offsets, span)
+        self.latest.written()
         # Applied for every row, duplicates included: a worker killed between the DuckDB
         # commit and this update gets a second chance when the batch is redelivered.
         self.online.apply_latest(latest_per_pair(self.store.cursor(), rows))
@@ -71,10 +75,15 @@ class DuckDBService:
 
     def _read_one(self, request: tuple[str, Any]) -> bytes | tuple[str, str]:
         sql, params = request
+        began = time.perf_counter()
         try:
-            return encode_table(self.store.read(sql, params))
+            payload = encode_table(self.store.read(sql, params))
         except QueryError as exc:
+            metrics.READS.labels(type(exc).__name__).inc()
             return (type(exc).__name__, str(exc))
+        metrics.READ_SECONDS.observe(time.perf_counter() - began)
+        metrics.READS.labels("ok").inc()
+        return payload
 
     def build_training_set(
         self, request: training.TrainingRequest, progress: Callable[[int, int], None]
@@ -129,5 +138,6 @@ class DuckDBService:
         return int(rows[0][0])
 
     def close(self) -> None:
-        """Checkpoint and close DuckDB."""
+        """Stop merging, then checkpoint and close DuckDB."""
+        self.latest.stop()
         self.store.close()

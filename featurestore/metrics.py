@@ -12,6 +12,21 @@ WRITE_SECONDS = Histogram(
     "Time to write one batch (DuckDB commit + online store)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+LATEST_MERGE_SECONDS = Histogram(
+    "fstore_latest_merge_seconds",
+    "Time to fold new rows into the latest-values table",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+LATEST_LAG_SECONDS = Gauge(
+    "fstore_latest_lag_seconds",
+    "Age of the oldest write not yet folded into the latest-values table (0: caught up)",
+)
+READS = Counter("fstore_reads_total", "Reads run by the DuckDB service", ["outcome"])
+READ_SECONDS = Histogram(
+    "fstore_read_seconds",
+    "Time to run one read in the DuckDB service (encoding included)",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
+)
 BRIDGE_MESSAGES = Counter(
     "fstore_bridge_messages_total", "Kafka messages consumed by the bridge", ["outcome"]
 )

@@ -9,11 +9,12 @@ from celery import Celery
 
 from featurestore.query import query
 
-# Every event of the entity; the newest per feature is picked here rather than with a
-# GROUP BY in DuckDB, whose fixed cost per query (about 1 ms) is larger than this loop.
-ENTITY_EVENTS_SQL = """
-    SELECT feature_name, value, event_timestamp, created_at
-    FROM features WHERE entity_id = ?
+# From the latest-values table (featurestore.latest): one row per feature of the entity,
+# however long its history, as fresh as the last merge (one merge interval behind at most
+# while writes arrive). Sorted here: an ORDER BY costs DuckDB more than this sort.
+LATEST_SQL = """
+    SELECT feature_name, value, event_timestamp
+    FROM latest_features WHERE entity_id = ?
 """
 
 
@@ -26,33 +27,7 @@ class LatestFeature:
     event_timestamp: dt.datetime
 
 
-@dataclass(frozen=True)
-class EntityEvent:
-    """One stored event of an entity, as ENTITY_EVENTS_SQL returns it."""
-
-    feature_name: str
-    value: float
-    event_timestamp: dt.datetime
-    created_at: dt.datetime
-
-
-def newest_per_feature(events: list[EntityEvent]) -> list[LatestFeature]:
-    """The newest event of each feature; ties on event_timestamp go to the row written
-    last, then to the largest value (the rule of the training sets too)."""
-    best: dict[str, EntityEvent] = {}
-    for event in events:
-        current = best.get(event.feature_name)
-        key = (event.event_timestamp, event.created_at, event.value)
-        if current is None or key > (current.event_timestamp, current.created_at, current.value):
-            best[event.feature_name] = event
-    return [
-        LatestFeature(e.feature_name, e.value, e.event_timestamp)
-        for _name, e in sorted(best.items())
-    ]
-
-
 def latest_features(app: Celery, entity_id: str, *, timeout: float = 10.0) -> list[LatestFeature]:
-    """Newest value of every feature of one entity (empty when the entity is unknown)."""
-    return newest_per_feature(
-        query(app, ENTITY_EVENTS_SQL, [entity_id], EntityEvent, timeout=timeout)
-    )
+    """Newest value of every feature of one entity, by feature name (empty when unknown)."""
+    found = query(app, LATEST_SQL, [entity_id], LatestFeature, timeout=timeout)
+    return sorted(found, key=lambda feature: feature.feature_name)

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     write_queue: str = constants.WRITE_QUEUE
     read_queue: str = constants.READ_QUEUE
     read_threads: int = 50
+    # DuckDB's own threads per query. One: the service runs many small queries side by side
+    # on few cores, and a second thread added 0.4 ms of hand-over to a 0.6 ms point read.
+    duckdb_threads: int = 1
+    # How often new rows are folded into the latest-values table (its staleness bound).
+    latest_merge_interval_s: float = 1.0
 
     # Bridge batching
     batch_max_rows: int = 10_000

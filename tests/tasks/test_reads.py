@@ -19,6 +19,7 @@ from featurestore.query import query, query_table
 from featurestore.reads import latest_features
 from featurestore.settings import Settings
 from tasks.app import configure
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -221,6 +222,8 @@ def test_latest_features_of_an_entity(stack: Settings) -> None:
         }
     )
     send_write(stack, table, f"latest-{tag}").get(timeout=60)  # type: ignore[attr-defined]
+    # The latest-values table follows the writes within a merge interval.
+    assert wait_until(lambda: len(latest_features(app, f"{tag}a")) == 2, timeout=30)
     latest = latest_features(app, f"{tag}a")
     # f1 has a tie at t0+2h: the largest value wins within one batch
     assert [(f.feature_name, f.value, f.event_timestamp) for f in latest] == [
@@ -228,3 +231,18 @@ def test_latest_features_of_an_entity(stack: Settings) -> None:
         ("f1", 7.0, t0 + dt.timedelta(hours=2)),
     ]
     assert latest_features(app, f"{tag}nobody") == []
+
+    # A later write of an older event leaves the value; a newer event replaces it.
+    later = pa.table(
+        {
+            "entity_id": [f"{tag}a", f"{tag}a"],
+            "feature_name": ["f0", "f1"],
+            "value": [-1.0, 42.0],
+            "event_timestamp": pa.array([t0, t0 + dt.timedelta(hours=3)], pa.timestamp("us")),
+            "offset": pa.array([0, 0], pa.int64()),
+        }
+    )
+    send_write(stack, later, f"latest2-{tag}").get(timeout=60)  # type: ignore[attr-defined]
+    assert wait_until(
+        lambda: [f.value for f in latest_features(app, f"{tag}a")] == [2.0, 42.0], timeout=30
+    )

@@ -1,0 +1,133 @@
+"""The latest-values table against a brute-force newest-row computation (no services)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from featurestore import latest
+from featurestore.store import OffsetSpan, Store
+
+T0 = dt.datetime(2024, 3, 1)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "features.duckdb")
+
+
+def random_batch(rng: random.Random, n: int) -> pa.Table:
+    """Few entities, features and timestamps, so that ties on event_timestamp are common."""
+    return pa.table(
+        {
+            "entity_id": [f"e{rng.randrange(20)}" for _ in range(n)],
+            "feature_name": [f"f{rng.randrange(4)}" for _ in range(n)],
+            "value": [float(rng.randrange(50)) for _ in range(n)],
+            "event_timestamp": pa.array(
+                [T0 + dt.timedelta(hours=rng.randrange(6)) for _ in range(n)], pa.timestamp("us")
+            ),
+        }
+    )
+
+
+def write(store: Store, table: pa.Table, first_offset: int) -> None:
+    offsets = pa.array(range(first_offset, first_offset + table.num_rows), pa.int64())
+    span = OffsetSpan("t", 0, first_offset, first_offset + table.num_rows - 1)
+    store.write_batch(table, offsets, span)
+
+
+def brute_force(store: Store) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """Newest row per pair by (event_timestamp, created_at, value), computed in Python."""
+    rows = (
+        store.cursor()
+        .execute("SELECT entity_id, feature_name, value, event_timestamp, created_at FROM features")
+        .fetchall()
+    )
+    best: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for entity, feature, value, ts, created in rows:
+        key = (ts, created, value)
+        if (entity, feature) not in best or key > best[(entity, feature)][1:]:
+            best[(entity, feature)] = (value, ts, created, value)
+    return {pair: (v[0], v[1]) for pair, v in best.items()}
+
+
+def stored(store: Store) -> dict[tuple[str, str], tuple[Any, ...]]:
+    rows = (
+        store.cursor()
+        .execute("SELECT entity_id, feature_name, value, event_timestamp FROM latest_features")
+        .fetchall()
+    )
+    return {(e, f): (v, ts) for e, f, v, ts in rows}
+
+
+def test_merges_match_brute_force_with_ties_across_batches(store: Store) -> None:
+    rng = random.Random(7)
+    offset = 0
+    for round_ in range(6):
+        # Several writes between merges, and merges with nothing new in between.
+        for _ in range(round_ % 3 + 1):
+            table = random_batch(rng, rng.randrange(1, 60))
+            write(store, table, offset)
+            offset += table.num_rows
+        pairs, _through = latest.merge(store.cursor())
+        assert pairs > 0
+        assert stored(store) == brute_force(store)
+        assert latest.merge(store.cursor())[0] == 0
+
+
+def test_an_older_event_written_later_does_not_replace_a_newer_one(store: Store) -> None:
+    def one(value: float, hours: int) -> pa.Table:
+        return pa.table(
+            {
+                "entity_id": ["e"],
+                "feature_name": ["f"],
+                "value": [value],
+                "event_timestamp": pa.array([T0 + dt.timedelta(hours=hours)], pa.timestamp("us")),
+            }
+        )
+
+    write(store, one(1.0, 5), 0)
+    latest.merge(store.cursor())
+    write(store, one(2.0, 1), 1)
+    latest.merge(store.cursor())
+    assert stored(store) == {("e", "f"): (1.0, T0 + dt.timedelta(hours=5))}
+    write(store, one(0.5, 5), 2)  # same event time, written later: it wins
+    latest.merge(store.cursor())
+    assert stored(store) == {("e", "f"): (0.5, T0 + dt.timedelta(hours=5))}
+
+
+def test_a_reopened_store_resumes_from_the_watermark(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    store = Store(tmp_path / "features.duckdb")
+    write(store, random_batch(rng, 40), 0)
+    latest.merge(store.cursor())
+    through = latest.merged_through(store.cursor())
+    write(store, random_batch(rng, 40), 40)  # written, not merged, when the process stops
+    store.close()
+
+    reopened = Store(tmp_path / "features.duckdb")
+    assert latest.merged_through(reopened.cursor()) == through
+    latest.merge(reopened.cursor())
+    assert stored(reopened) == brute_force(reopened)
+    assert latest.merged_through(reopened.cursor()) > through
+
+
+def test_merger_thread_catches_up_and_reports_when_merged(store: Store) -> None:
+    rng = random.Random(5)
+    write(store, random_batch(rng, 30), 0)  # before the merger starts
+    merger = latest.Merger(store.cursor, interval_s=0.05)
+    merger.start()
+    try:
+        assert merger.wait_merged(timeout=30)
+        assert stored(store) == brute_force(store)
+        write(store, random_batch(rng, 30), 30)
+        merger.written()
+        assert merger.wait_merged(timeout=30)
+        assert stored(store) == brute_force(store)
+    finally:
+        merger.stop()
