@@ -13,7 +13,6 @@ from typing import Any, TypeVar, cast
 
 import pyarrow as pa
 from celery import Celery
-from celery.exceptions import TimeoutError as CeleryTimeout
 from pydantic import TypeAdapter
 
 from featurestore.arrow_ipc import decode_table
@@ -33,7 +32,7 @@ def query_table(app: Celery, sql: str, params: Params = None, *, timeout: float 
     future = coalescer(app).submit(sql, params, timeout)
     try:
         payload = future.result(timeout=timeout)
-    except (FutureTimeout, CeleryTimeout):
+    except FutureTimeout:
         raise QueryTimeoutError(
             f"the DuckDB service did not answer within {timeout:.1f}s"
         ) from None

@@ -1,0 +1,73 @@
+"""How a process receives its read results: one pattern subscription, kept through lost
+connections (against the real worker and Redis)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+from prometheus_client import REGISTRY
+
+from featurestore import metrics  # noqa: F401 - registers fstore_failures_total
+from featurestore.query import query_table
+from featurestore.read_batching import MAX_IN_FLIGHT, coalescer
+from featurestore.settings import Settings
+from tasks.app import configure
+
+pytestmark = pytest.mark.integration
+
+# About a second of work in the DuckDB service.
+SLOW_SQL = "SELECT count(*) AS n FROM range(?) t(i) WHERE i % 7 = 3"
+
+
+def listener_failures() -> float:
+    labels = {"program": "reader", "kind": "result_listener"}
+    return REGISTRY.get_sample_value("fstore_failures_total", labels) or 0.0
+
+
+def test_reads_are_answered_across_a_lost_result_connection(stack: Settings) -> None:
+    app = configure(stack)
+    assert query_table(app, "SELECT 1 AS one").column("one").to_pylist() == [1]
+    failures_before = listener_failures()
+    client = redis.Redis.from_url(stack.redis_url)
+    stop = threading.Event()
+
+    def cut_result_connections() -> None:
+        # The worker publishes results; readers subscribe. Only the subscribers are cut.
+        while not stop.is_set():
+            client.client_kill_filter(_type="pubsub")
+            time.sleep(0.05)
+
+    cutter = threading.Thread(target=cut_result_connections)
+    with ThreadPoolExecutor(4) as pool:
+        futures = [
+            pool.submit(query_table, app, SLOW_SQL, [300_000_000 + i], timeout=60) for i in range(4)
+        ]
+        time.sleep(0.2)
+        cutter.start()
+        try:
+            results = [f.result(timeout=90) for f in futures]
+        finally:
+            stop.set()
+            cutter.join()
+    assert [r.column("n").to_pylist() for r in results] == [
+        [len(range(3, 300_000_000 + i, 7))] for i in range(4)
+    ]
+    assert listener_failures() > failures_before
+    # And the subscription is back for the next read.
+    assert query_table(app, "SELECT 2 AS two").column("two").to_pylist() == [2]
+
+
+def test_reads_beyond_the_batches_in_flight_wait_and_go_together(stack: Settings) -> None:
+    app = configure(stack)
+    reads = MAX_IN_FLIGHT * 10
+    with ThreadPoolExecutor(reads) as pool:
+        futures = [
+            pool.submit(query_table, app, "SELECT ? AS i", [i], timeout=60) for i in range(reads)
+        ]
+        values = [f.result(timeout=90).column("i").to_pylist() for f in futures]
+    assert values == [[i] for i in range(reads)]
+    assert coalescer(app)._in_flight == {}
