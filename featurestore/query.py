@@ -33,6 +33,7 @@ def query_table(app: Celery, sql: str, params: Params = None, *, timeout: float 
     try:
         payload = future.result(timeout=timeout)
     except FutureTimeout:
+        future.cancel()  # its batch may give up its slot, see read_batching
         raise QueryTimeoutError(
             f"the DuckDB service did not answer within {timeout:.1f}s"
         ) from None

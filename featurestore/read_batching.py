@@ -32,6 +32,9 @@ MAX_BATCH = 50
 # in the next batch: at concurrency 50 unbounded dispatch sent batches of two or three reads,
 # and a task costs the worker about 2 ms whatever it holds.
 MAX_IN_FLIGHT = 4
+# A batch waits this long at most for a slot, then goes anyway: slots held by tasks that will
+# never be answered (lost with a killed worker) must not stall this process's reads.
+SLOT_WAIT_S = 2.0
 _ERRORS: dict[str, type[QueryError]] = {"ReadOnlyError": ReadOnlyError, "QueryError": QueryError}
 
 
@@ -47,6 +50,7 @@ class _Read:
 class _Batch:
     reads: list[_Read]
     deadline: float
+    holds_slot: bool
 
 
 def outcome_to_result(outcome: Any) -> bytes:
@@ -84,21 +88,28 @@ class ReadCoalescer:
                 except queue.Empty:
                     self._expire()
                     continue
-                while not self._slots.acquire(timeout=1.0):
+                holds_slot = self._slots.acquire(timeout=SLOT_WAIT_S)
+                if not holds_slot:
                     self._expire()
+                    log.warning("read_batch_without_slot in_flight=%d", len(self._in_flight))
                 while len(batch) < MAX_BATCH:
                     try:
                         batch.append(self._pending.get_nowait())
                     except queue.Empty:
                         break
-                self._send(producer, batch)
+                self._send(producer, batch, holds_slot)
 
-    def _send(self, producer: Any, reads: list[_Read]) -> None:
+    def _send(self, producer: Any, reads: list[_Read], holds_slot: bool) -> None:
+        reads = [r for r in reads if not r.future.cancelled()]  # callers that gave up
+        if not reads:
+            if holds_slot:
+                self._slots.release()
+            return
         timeout = max(r.timeout for r in reads)
         self._results.wait_ready(timeout)
         task_id = self._results.new_task_id()
         with self._lock:
-            self._in_flight[task_id] = _Batch(reads, time.monotonic() + timeout)
+            self._in_flight[task_id] = _Batch(reads, time.monotonic() + timeout, holds_slot)
         try:
             message = self.app.amqp.create_task_message(
                 task_id, constants.TASK_READ_MANY, ([(r.sql, r.params) for r in reads],), {}
@@ -134,7 +145,8 @@ class ReadCoalescer:
             batch = self._in_flight.pop(task_id, None)
         if batch is None:
             return
-        self._slots.release()
+        if batch.holds_slot:
+            self._slots.release()
         for read in batch.reads:
             if not read.future.done():  # its caller may have given up already
                 deliver(read)
@@ -148,13 +160,19 @@ class ReadCoalescer:
                 self._on_result(task_id, meta)
 
     def _expire(self) -> None:
-        # Callers time out on their own; this only forgets batches nobody waits for.
+        # Callers time out on their own; this forgets batches nobody waits for any more (a
+        # read task lost with a killed worker would otherwise hold its slot until the
+        # longest timeout of the batch).
         now = time.monotonic()
         with self._lock:
-            expired = [t for t, b in self._in_flight.items() if b.deadline < now]
+            expired = [
+                task_id
+                for task_id, batch in self._in_flight.items()
+                if batch.deadline < now or all(r.future.done() for r in batch.reads)
+            ]
             for task_id in expired:
-                del self._in_flight[task_id]
-                self._slots.release()
+                if self._in_flight.pop(task_id).holds_slot:
+                    self._slots.release()
         if expired:
             log.warning("read_batches_expired count=%d", len(expired))
 

@@ -40,6 +40,7 @@ class ResultListener:
         # The channel Celery's Redis backend publishes a task's result on, for this prefix.
         self._pattern = app.backend.get_key_for_task(f"{self.prefix}*").decode()
         self._ready = threading.Event()
+        self._backoff = 0.1
         self._thread = threading.Thread(target=self._run, name="read-results", daemon=True)
         self._thread.start()
 
@@ -58,32 +59,47 @@ class ResultListener:
         return meta if meta.get("status") in states.READY_STATES else None
 
     def _run(self) -> None:
-        backoff = 0.1
         while True:
-            client = redis.Redis.from_url(self.app.conf.result_backend)
+            # A connection that died silently (no FIN) is found by the periodic PING.
+            client = redis.Redis.from_url(
+                self.app.conf.result_backend, health_check_interval=15, socket_keepalive=True
+            )
             try:
                 self._listen(client)
-                backoff = 0.1
-            except redis.RedisError as exc:
+            except Exception as exc:  # noqa: BLE001 - the listener must outlive any error
                 self._ready.clear()
                 metrics.FAILURES.labels("reader", "result_listener").inc()
-                log.warning("result_listener_disconnected error=%s retry_s=%.1f", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning(
+                    "result_listener_disconnected error=%s retry_s=%.1f",
+                    type(exc).__name__,
+                    self._backoff,
+                )
+                time.sleep(self._backoff)
+                self._backoff = min(self._backoff * 2, 5.0)
             finally:
                 client.close()
 
     def _listen(self, client: redis.Redis) -> None:
         pubsub = client.pubsub()  # type: ignore[no-untyped-call]
         pubsub.psubscribe(self._pattern)
-        for message in pubsub.listen():
-            kind = message["type"]
-            if kind == "psubscribe":
+        while True:
+            message = pubsub.get_message(timeout=1.0)
+            if message is None:
+                continue
+            if message["type"] == "psubscribe":
                 log.info("result_listener_subscribed prefix=%s", self.prefix)
+                self._backoff = 0.1
                 # Results published while this process was not subscribed are only stored.
                 self._on_subscribed()
                 self._ready.set()
-            elif kind == "pmessage":
-                meta = self.app.backend.decode_result(message["data"])
-                if meta.get("status") in states.READY_STATES:
-                    self._on_result(meta["task_id"], meta)
+            elif message["type"] == "pmessage":
+                self._deliver(message["data"])
+
+    def _deliver(self, payload: bytes) -> None:
+        try:
+            meta = self.app.backend.decode_result(payload)
+            if meta.get("status") in states.READY_STATES:
+                self._on_result(meta["task_id"], meta)
+        except Exception:  # one bad result must not stop the others; its callers time out
+            metrics.FAILURES.labels("reader", "result_decode").inc()
+            log.exception("result_listener_bad_result bytes=%d", len(payload))

@@ -74,10 +74,9 @@ def test_merges_match_brute_force_with_ties_across_batches(store: Store) -> None
             table = random_batch(rng, rng.randrange(1, 60))
             write(store, table, offset)
             offset += table.num_rows
-        pairs, _through = latest.merge(store.cursor())
-        assert pairs > 0
+        assert latest.merge(store.cursor()).rows > 0
         assert stored(store) == brute_force(store)
-        assert latest.merge(store.cursor())[0] == 0
+        assert latest.merge(store.cursor()).rows == 0
 
 
 def test_an_older_event_written_later_does_not_replace_a_newer_one(store: Store) -> None:
@@ -117,6 +116,24 @@ def test_a_reopened_store_resumes_from_the_watermark(tmp_path: Path) -> None:
     assert latest.merged_through(reopened.cursor()) > through
 
 
+def test_a_merge_takes_whole_writes_up_to_its_row_cap(store: Store) -> None:
+    rng = random.Random(11)
+    sizes = [30, 30, 30, 80]
+    offset = 0
+    for size in sizes:
+        write(store, random_batch(rng, size), offset)
+        offset += size
+    steps = []
+    while True:
+        result = latest.merge(store.cursor(), max_rows=70)
+        if not result.rows:
+            break
+        steps.append(result.more)
+    # 30+30, then 30 (30+80 > 70), then the 80-row write alone (one write at least)
+    assert steps == [True, True, False]
+    assert stored(store) == brute_force(store)
+
+
 def test_merger_thread_catches_up_and_reports_when_merged(store: Store) -> None:
     rng = random.Random(5)
     write(store, random_batch(rng, 30), 0)  # before the merger starts
@@ -131,3 +148,17 @@ def test_merger_thread_catches_up_and_reports_when_merged(store: Store) -> None:
         assert stored(store) == brute_force(store)
     finally:
         merger.stop()
+
+
+def test_writes_after_the_clock_steps_back_are_still_merged(store: Store) -> None:
+    rng = random.Random(13)
+    write(store, random_batch(rng, 20), 0)
+    latest.merge(store.cursor())
+    # As if the clock had been an hour ahead for the next write and then stepped back.
+    store._last_created_at = latest.merged_through(store.cursor()) + dt.timedelta(hours=1)
+    write(store, random_batch(rng, 20), 20)
+    latest.merge(store.cursor())
+    write(store, random_batch(rng, 20), 40)  # the clock is "behind" the last write now
+    # It shares the watermark's created_at, so that whole group is merged again.
+    assert latest.merge(store.cursor()).rows == 40
+    assert stored(store) == brute_force(store)

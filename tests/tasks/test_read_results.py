@@ -71,3 +71,17 @@ def test_reads_beyond_the_batches_in_flight_wait_and_go_together(stack: Settings
         values = [f.result(timeout=90).column("i").to_pylist() for f in futures]
     assert values == [[i] for i in range(reads)]
     assert coalescer(app)._in_flight == {}
+
+
+def test_a_read_does_not_wait_for_batches_that_hold_every_slot(stack: Settings) -> None:
+    app = configure(stack)
+    with ThreadPoolExecutor(MAX_IN_FLIGHT) as pool:
+        slow = []
+        for i in range(MAX_IN_FLIGHT):  # one batch each: the coalescer is idle between them
+            slow.append(pool.submit(query_table, app, SLOW_SQL, [3_000_000_000 + i], timeout=120))
+            time.sleep(0.2)
+        fast = query_table(app, "SELECT 3 AS three", timeout=60)
+        assert fast.column("three").to_pylist() == [3]
+        assert not any(f.done() for f in slow), "the slow reads should still be running"
+        for f in slow:
+            f.result(timeout=180)
