@@ -13,7 +13,9 @@ from pathlib import Path
 import psutil
 
 from featurestore import services, stack
+from featurestore.query import query_table
 from featurestore.settings import Settings
+from tasks.app import configure
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +51,23 @@ def running_stack(settings: Settings) -> Iterator[Settings]:
         yield settings
     finally:
         stack.down(settings)
+
+
+def latest_catch_up_s(settings: Settings, timeout: float = 900) -> float:
+    """Seconds until the latest-values table has caught up with every row written."""
+    app = configure(settings)
+    began = now()
+    while now() - began < timeout:
+        table = query_table(
+            app,
+            "SELECT (SELECT max(created_at) FROM features) = "
+            "(SELECT merged_through FROM latest_state) AS caught_up",
+            timeout=60,
+        )
+        if table.column("caught_up")[0].as_py():
+            return now() - began
+        time.sleep(0.2)
+    raise TimeoutError(f"the latest-values table did not catch up within {timeout:.0f}s")
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -22,7 +22,7 @@ import orjson
 import pyarrow.parquet as pq
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench.common import RssSampler, bench_settings, now, running_stack
+from bench.common import RssSampler, bench_settings, latest_catch_up_s, now, running_stack
 from bridge.producer import FileProducer
 from featurestore.logs import setup_logging
 from featurestore.progress import Progress
@@ -111,8 +111,9 @@ def count_rows(settings: Settings, where: str = "true") -> int:
     return int(table.column("n")[0].as_py())
 
 
-def end_to_end(settings: Settings, path: Path) -> tuple[float, dict[str, float]]:
-    """Produce the file and wait until every row is in DuckDB; events/s and peak RSS."""
+def end_to_end(settings: Settings, path: Path) -> tuple[float, float, dict[str, float]]:
+    """Produce the file and wait until every row is in DuckDB; events/s, how long the
+    latest-values table took to catch up after that, and peak RSS (catch-up included)."""
     with RssSampler(settings, ["bridge", "duckdb-worker"]) as rss:
         began = now()
         report = FileProducer(settings, 1000).run([path])
@@ -125,7 +126,8 @@ def end_to_end(settings: Settings, path: Path) -> tuple[float, dict[str, float]]
                 progress.update(current - committed)
                 committed = current
         elapsed = now() - began
-    return EVENTS / elapsed, rss.peak_mib
+        catch_up = latest_catch_up_s(settings)
+    return EVENTS / elapsed, catch_up, rss.peak_mib
 
 
 def freshness(settings: Settings) -> tuple[float, float]:
@@ -181,8 +183,8 @@ def main() -> None:
     with running_stack(settings):
         raw_consume = raw_consume_events_per_s(settings, data)
         log.info("bench_raw_consume events_per_s=%.0f", raw_consume)
-        e2e, rss = end_to_end(settings, data)
-        log.info("bench_end_to_end events_per_s=%.0f", e2e)
+        e2e, catch_up, rss = end_to_end(settings, data)
+        log.info("bench_end_to_end events_per_s=%.0f latest_catch_up_s=%.1f", e2e, catch_up)
         p50, p99 = freshness(settings)
     shutil.rmtree(state, ignore_errors=True)
     result = {
@@ -192,6 +194,7 @@ def main() -> None:
         "raw_consume_events_per_s": round(raw_consume),
         "end_to_end_vs_raw_duckdb": round(e2e / raw_duckdb, 3),
         "end_to_end_vs_raw_consume": round(e2e / raw_consume, 3),
+        "latest_catch_up_after_last_commit_s": round(catch_up, 2),
         "freshness_rate_events_per_s": STEADY_RATE,
         "freshness_p50_s": round(p50, 3),
         "freshness_p99_s": round(p99, 3),

@@ -1,0 +1,142 @@
+"""Reads of one read_many task that share their SQL run as one statement.
+
+At concurrency 50 most reads of a batch are the same statement with other parameters (the
+latest features of 50 entities). Each statement costs DuckDB about 0.6 ms to plan and run
+and 0.2 ms to hand over as Arrow, whatever its size; as branches of one UNION ALL, tagged with
+their position and split apart afterwards, 25 of them cost 0.48 ms each in all.
+
+A group is formed only where the result cannot differ from running each read alone:
+- the same SQL text, and positional parameters of the same DuckDB types (so every branch has
+  the same column types and UNION ALL casts nothing);
+- a statement whose column names are known, from an earlier lone run, and unique (a star
+  over a subquery would rename a repeated name);
+- the combined statement passes the read-only guard like any other.
+Anything else, and any group whose statement fails, runs read by read, so each read keeps
+its own result or its own error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featurestore import metrics
+from featurestore.arrow_ipc import encode_table
+from featurestore.errors import QueryError
+
+Outcome = bytes | tuple[str, str]
+Request = tuple[str, Any]
+
+GROUP_COLUMN = "__fstore_read"
+MAX_KNOWN_STATEMENTS = 4096
+
+
+def signature(params: Any) -> tuple[str, ...] | None:
+    """The DuckDB types the parameters bind to, or None when the read cannot be grouped."""
+    if params is None:
+        return ()
+    if not isinstance(params, list | tuple):
+        return None
+    types: list[str] = []
+    for value in params:
+        kind = _param_type(value)
+        if kind is None:
+            return None
+        types.append(kind)
+    return tuple(types)
+
+
+def _param_type(value: Any) -> str | None:
+    if value is None or isinstance(value, bool | float | str):
+        return type(value).__name__
+    if isinstance(value, int):
+        # DuckDB binds a Python int as INTEGER, BIGINT or HUGEINT by its size.
+        if -(2**31) <= value < 2**31:
+            return "integer"
+        return "bigint" if -(2**63) <= value < 2**63 else None
+    if isinstance(value, dt.datetime):
+        return "timestamptz" if value.tzinfo else "timestamp"
+    if isinstance(value, dt.date):
+        return "date"
+    return None
+
+
+def combined_sql(sql: str, count: int) -> str:
+    """`count` copies of a statement as one UNION ALL, each row tagged with its copy."""
+    # Newlines around the statement end any line comment inside it.
+    return "\nUNION ALL\n".join(
+        f'SELECT {i} AS "{GROUP_COLUMN}", * FROM (\n{sql}\n)' for i in range(count)
+    )
+
+
+def split(table: pa.Table, count: int) -> list[pa.Table]:
+    """The result of each copy, in its own order, without the tag column."""
+    tags = table.column(GROUP_COLUMN)
+    body = table.drop_columns([GROUP_COLUMN])
+    return [body.filter(pc.equal(tags, i)) for i in range(count)]
+
+
+class GroupedReads:
+    """Runs a batch of reads, grouping those that share their statement."""
+
+    def __init__(self, read: Callable[[str, Any], pa.Table]) -> None:
+        self._read = read  # runs one checked statement; raises QueryError
+        self._names: dict[str, list[str]] = {}
+
+    def run(self, requests: list[Request]) -> list[Outcome]:
+        """Each read's outcome, in order: Arrow IPC bytes or (error type, message)."""
+        outcomes: dict[int, Outcome] = {}
+        groups: dict[Hashable, list[int]] = {}
+        for index, (sql, params) in enumerate(requests):
+            kind = signature(params)
+            if kind is None or sql not in self._names:
+                outcomes[index] = self._alone(sql, params)
+            else:
+                groups.setdefault((sql, kind), []).append(index)
+        for members in groups.values():
+            sql = requests[members[0]][0]
+            results = self._together(sql, [requests[i][1] for i in members])
+            outcomes.update(zip(members, results, strict=True))
+        return [outcomes[index] for index in range(len(requests))]
+
+    def _alone(self, sql: str, params: Any) -> Outcome:
+        began = time.perf_counter()
+        try:
+            table = self._read(sql, params)
+        except QueryError as exc:
+            metrics.READS.labels(type(exc).__name__).inc()
+            return (type(exc).__name__, str(exc))
+        names = table.column_names
+        if sql not in self._names and len(set(names)) == len(names) and GROUP_COLUMN not in names:
+            if len(self._names) >= MAX_KNOWN_STATEMENTS:
+                self._names.clear()
+            self._names[sql] = names
+        payload = encode_table(table)
+        _observe(time.perf_counter() - began, 1)
+        return payload
+
+    def _together(self, sql: str, params: list[Any]) -> list[Outcome]:
+        if len(params) == 1:
+            return [self._alone(sql, params[0])]
+        began = time.perf_counter()
+        flat = [value for group in params for value in (group or [])]
+        try:
+            table = self._read(combined_sql(sql, len(params)), flat)
+        except QueryError:  # read by read, so that each read gets its own error
+            return [self._alone(sql, p) for p in params]
+        if table.column_names[1:] != self._names[sql]:
+            return [self._alone(sql, p) for p in params]
+        payloads: list[Outcome] = [encode_table(part) for part in split(table, len(params))]
+        _observe(time.perf_counter() - began, len(params))
+        return payloads
+
+
+def _observe(seconds: float, reads: int) -> None:
+    metrics.READS.labels("ok").inc(reads)
+    for _ in range(reads):
+        metrics.READ_SECONDS.observe(seconds / reads)

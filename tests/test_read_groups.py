@@ -1,0 +1,142 @@
+"""Reads that share a statement run as one, with exactly the results of running each alone
+(DuckDB only, no services)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from featurestore.arrow_ipc import decode_table
+from featurestore.read_groups import GroupedReads, combined_sql, signature
+from featurestore.store import OffsetSpan, Store
+
+T0 = dt.datetime(2024, 5, 1)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "features.duckdb")
+    n = 60
+    table = pa.table(
+        {
+            "entity_id": [f"e{i % 6}" for i in range(n)],
+            "feature_name": [f"f{i % 4}" for i in range(n)],
+            "value": [float(i) for i in range(n)],
+            "event_timestamp": pa.array(
+                [T0 + dt.timedelta(minutes=i) for i in range(n)], pa.timestamp("us")
+            ),
+        }
+    )
+    store.write_batch(table, pa.array(range(n), pa.int64()), OffsetSpan("t", 0, 0, n - 1))
+    return store
+
+
+def alone(store: Store, requests: list[tuple[str, Any]]) -> list[Any]:
+    """Each read run by itself through a fresh runner: the reference."""
+    return [outcome(GroupedReads(store.read).run([r])[0]) for r in requests]
+
+
+def outcome(result: Any) -> Any:
+    return decode_table(result) if isinstance(result, bytes) else tuple(result)
+
+
+def grouped(store: Store, requests: list[tuple[str, Any]]) -> list[Any]:
+    runner = GroupedReads(counting(store))
+    runner.run(requests[:1])  # the statement's column names become known
+    STATEMENTS.clear()
+    return [outcome(r) for r in runner.run(requests)]
+
+
+STATEMENTS: list[str] = []
+
+
+def counting(store: Store) -> Any:
+    def read(sql: str, params: Any) -> pa.Table:
+        STATEMENTS.append(sql)
+        return store.read(sql, params)
+
+    return read
+
+
+ORDERED = """
+    SELECT feature_name, value, event_timestamp FROM features
+    WHERE entity_id = ? ORDER BY value DESC LIMIT ?  -- newest first
+"""
+
+
+def test_grouped_results_equal_lone_results_order_and_types_included(store: Store) -> None:
+    requests: list[tuple[str, Any]] = [(ORDERED, [f"e{i}", 3 + i % 2]) for i in range(6)]
+    requests.append((ORDERED, ["nobody", 3]))  # an empty result in the group
+    got = grouped(store, requests)
+    assert len(STATEMENTS) == 1, "the seven reads should run as one statement"
+    want = alone(store, requests)
+    assert got == want
+    assert all(g.schema == w.schema for g, w in zip(got, want, strict=True))
+    assert [t.column("value").to_pylist() for t in got[:2]] == [
+        [54.0, 48.0, 42.0],
+        [55.0, 49.0, 43.0, 37.0],
+    ]
+
+
+def test_one_failing_read_does_not_fail_the_others(store: Store) -> None:
+    sql = "SELECT CAST(? AS INTEGER) + count(*) AS n FROM features WHERE entity_id = ?"
+    requests: list[tuple[str, Any]] = [("SELECT 1 AS warm", None)]
+    requests += [(sql, ["1", "e1"]), (sql, ["x", "e2"]), (sql, ["2", "e3"])]
+    runner = GroupedReads(store.read)
+    runner.run([(sql, ["0", "e0"])])
+    results = [outcome(r) for r in runner.run(requests)]
+    assert results[1].column("n").to_pylist() == [11]
+    assert results[2][0] == "QueryError" and "x" in results[2][1]
+    assert results[3].column("n").to_pylist() == [12]
+
+
+def test_repeated_column_names_are_not_grouped(store: Store) -> None:
+    sql = "SELECT ? AS x, 2 AS x"
+    requests: list[tuple[str, Any]] = [(sql, [1]), (sql, [5])]
+    got = grouped(store, requests)
+    assert [t.column_names for t in got] == [["x", "x"], ["x", "x"]]
+    assert got == alone(store, requests)
+
+
+def test_parameters_of_other_types_go_in_other_groups(store: Store) -> None:
+    sql = "SELECT ? AS v"
+    requests: list[tuple[str, Any]] = [(sql, [1]), (sql, [2**40]), (sql, ["1"]), (sql, [None])]
+    requests += requests
+    got = grouped(store, requests)
+    assert len(STATEMENTS) == 4, "one statement per parameter type"
+    want = alone(store, requests)
+    assert [t.schema for t in got] == [t.schema for t in want]
+    types = ["int32", "int64", "string", "null"]
+    assert [str(t.schema.field("v").type) for t in got] == types * 2
+
+
+def test_refusals_stay_refusals(store: Store) -> None:
+    requests: list[tuple[str, Any]] = [("DELETE FROM features", None)] * 2
+    assert [r[0] for r in grouped(store, requests)] == ["ReadOnlyError", "ReadOnlyError"]
+
+
+def test_signature() -> None:
+    assert signature(None) == ()
+    assert signature({"a": 1}) is None
+    assert signature([1, 2**40, 1.5, "a", None, True, T0, T0.date()]) == (
+        "integer",
+        "bigint",
+        "float",
+        "str",
+        "NoneType",
+        "bool",
+        "timestamp",
+        "date",
+    )
+    assert signature([2**70]) is None
+    assert signature([[1, 2]]) is None
+
+
+def test_a_line_comment_cannot_swallow_the_other_copies() -> None:
+    sql = combined_sql("SELECT 1 AS a -- trailing", 3)
+    assert duckdb.connect().execute(sql).fetchall() == [(0, 1), (1, 1), (2, 1)]
