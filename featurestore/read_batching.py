@@ -78,7 +78,13 @@ class ReadCoalescer:
     def submit(self, sql: str, params: Any, timeout: float) -> Future[bytes]:
         """Queue one read; its future gets the Arrow IPC bytes or the read's error."""
         read = _Read(sql, params, timeout)
-        self._pending.put(read)
+        # When nothing is in flight, the read leaves from the caller's own thread: waking the
+        # dispatcher costs a lone read more than a batch would save.
+        if not self._in_flight and self._pending.empty() and self._slots.acquire(blocking=False):
+            with self.app.producer_pool.acquire(block=True) as producer:
+                self._send(producer, [read], holds_slot=True)
+        else:
+            self._pending.put(read)
         return read.future
 
     def _dispatch(self) -> None:
