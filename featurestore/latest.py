@@ -30,9 +30,15 @@ from featurestore import metrics
 log = logging.getLogger(__name__)
 
 SCHEMA = (
+    # Uncompressed: a read fetches an entity's rows one by one, and each fetch from a
+    # compressed segment decodes a vector of it (0.45-0.6 ms a read against 0.72-0.93 ms on
+    # 2M pairs); the table is about twice the size.
     """CREATE TABLE IF NOT EXISTS latest_features (
-        entity_id TEXT NOT NULL, feature_name TEXT NOT NULL, value DOUBLE,
-        event_timestamp TIMESTAMP, created_at TIMESTAMP,
+        entity_id TEXT NOT NULL USING COMPRESSION uncompressed,
+        feature_name TEXT NOT NULL USING COMPRESSION uncompressed,
+        value DOUBLE USING COMPRESSION uncompressed,
+        event_timestamp TIMESTAMP USING COMPRESSION uncompressed,
+        created_at TIMESTAMP USING COMPRESSION uncompressed,
         PRIMARY KEY (entity_id, feature_name))""",
     # The primary key's index serves only whole-key lookups; reads ask by entity.
     "CREATE INDEX IF NOT EXISTS latest_features_entity ON latest_features (entity_id)",
