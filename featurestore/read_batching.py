@@ -80,12 +80,26 @@ class ReadCoalescer:
         read = _Read(sql, params, timeout)
         # When nothing is in flight, the read leaves from the caller's own thread: waking the
         # dispatcher costs a lone read more than a batch would save.
-        if not self._in_flight and self._pending.empty() and self._slots.acquire(blocking=False):
-            with self.app.producer_pool.acquire(block=True) as producer:
-                self._send(producer, [read], holds_slot=True)
+        if (
+            not self._in_flight
+            and self._pending.empty()
+            and self._results.ready()
+            and self._slots.acquire(blocking=False)
+        ):
+            self._send_now(read)
         else:
             self._pending.put(read)
         return read.future
+
+    def _send_now(self, read: _Read) -> None:
+        try:
+            producers = self.app.producer_pool.acquire(block=True, timeout=read.timeout)
+        except Exception as exc:  # noqa: BLE001 - the caller gets it through its future
+            self._slots.release()
+            read.future.set_exception(exc)
+            return
+        with producers as producer:
+            self._send(producer, [read], holds_slot=True)
 
     def _dispatch(self) -> None:
         with self.app.producer_pool.acquire(block=True) as producer:

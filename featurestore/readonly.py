@@ -104,3 +104,35 @@ def _check_ref(ref: dict[str, Any]) -> None:
             f"{shown!r} is not a table of the database's main schema: files and other "
             "schemas cannot be read on the read path"
         )
+
+
+# Where a parameter's value cannot change the type or the name of any result column.
+_COMPARED = frozenset({"COMPARISON", "BETWEEN"})
+_COMPARED_TYPES = frozenset({"COMPARE_IN", "COMPARE_NOT_IN", "LIMIT_MODIFIER"})
+
+
+@functools.lru_cache(maxsize=1024)
+def parameters_only_compared(sql: str) -> bool:
+    """True when every parameter of sql is an operand of a comparison, IN or BETWEEN, or a
+    LIMIT or OFFSET: elsewhere (`date_part(?, ts)`, `COLUMNS(?)`, `SELECT ?`) DuckDB binds
+    its value as a constant, and the value can change the result's columns."""
+    row = _parser().execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0]
+    tree = json.loads(row[0])
+    if tree.get("error"):
+        return False
+    return all(_compared(parent) for parent in _parameter_parents(tree["statements"], {}))
+
+
+def _parameter_parents(node: Any, parent: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if node.get("class") == "PARAMETER":
+            yield parent
+        for value in node.values():
+            yield from _parameter_parents(value, node)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _parameter_parents(value, parent)
+
+
+def _compared(parent: dict[str, Any]) -> bool:
+    return parent.get("class") in _COMPARED or parent.get("type") in _COMPARED_TYPES

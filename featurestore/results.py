@@ -49,6 +49,10 @@ class ResultListener:
         with self._id_lock:
             return f"{self.prefix}{next(self._ids)}"
 
+    def ready(self) -> bool:
+        """Whether the subscription is in place now."""
+        return self._ready.is_set()
+
     def wait_ready(self, timeout: float) -> bool:
         """Block until the subscription is in place (results sent before it would be missed)."""
         return self._ready.wait(timeout)

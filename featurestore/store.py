@@ -163,9 +163,15 @@ class Store:
                 raise
             cur.commit()
 
-    def read(self, sql: str, params: list[object] | dict[str, object] | None) -> pa.Table:
-        """Run one parameterised SELECT on this thread's cursor (never blocked by a write)."""
-        check_read_only(sql)
+    def read(
+        self, sql: str, params: list[object] | dict[str, object] | None, *, guarded: bool = True
+    ) -> pa.Table:
+        """Run one parameterised SELECT on this thread's cursor (never blocked by a write).
+
+        guarded=False only for statements built here from ones that passed the guard.
+        """
+        if guarded:
+            check_read_only(sql)
         try:
             # execute() plans once; sql() builds a relation first, 0.2 ms more per read.
             reader = self.cursor().execute(sql, params).to_arrow_reader()

@@ -13,6 +13,7 @@ import pytest
 
 from featurestore.arrow_ipc import decode_table
 from featurestore.read_groups import GroupedReads, combined_sql, signature
+from featurestore.readonly import parameters_only_compared
 from featurestore.store import OffsetSpan, Store
 
 T0 = dt.datetime(2024, 5, 1)
@@ -56,9 +57,9 @@ STATEMENTS: list[str] = []
 
 
 def counting(store: Store) -> Any:
-    def read(sql: str, params: Any) -> pa.Table:
+    def read(sql: str, params: Any, *, guarded: bool = True) -> pa.Table:
         STATEMENTS.append(sql)
-        return store.read(sql, params)
+        return store.read(sql, params, guarded=guarded)
 
     return read
 
@@ -84,35 +85,58 @@ def test_grouped_results_equal_lone_results_order_and_types_included(store: Stor
 
 
 def test_one_failing_read_does_not_fail_the_others(store: Store) -> None:
-    sql = "SELECT CAST(? AS INTEGER) + count(*) AS n FROM features WHERE entity_id = ?"
-    requests: list[tuple[str, Any]] = [("SELECT 1 AS warm", None)]
-    requests += [(sql, ["1", "e1"]), (sql, ["x", "e2"]), (sql, ["2", "e3"])]
-    runner = GroupedReads(store.read)
-    runner.run([(sql, ["0", "e0"])])
-    results = [outcome(r) for r in runner.run(requests)]
-    assert results[1].column("n").to_pylist() == [11]
-    assert results[2][0] == "QueryError" and "x" in results[2][1]
-    assert results[3].column("n").to_pylist() == [12]
+    sql = "SELECT count(*) AS n FROM features WHERE entity_id = ? AND value > ?"
+    requests: list[tuple[str, Any]] = [(sql, ["e1", "1"]), (sql, ["e2", "x"]), (sql, ["e3", "2"])]
+    results = grouped(store, requests)
+    assert results[0].column("n").to_pylist() == [len([i for i in range(7, 60, 6)])]
+    assert results[1][0] == "QueryError" and "x" in results[1][1]
+    assert results[2].column("n").to_pylist() == [len([i for i in range(3, 60, 6)])]
 
 
 def test_repeated_column_names_are_not_grouped(store: Store) -> None:
-    sql = "SELECT ? AS x, 2 AS x"
-    requests: list[tuple[str, Any]] = [(sql, [1]), (sql, [5])]
+    sql = "SELECT entity_id AS x, feature_name AS X FROM features WHERE value = ?"
+    requests: list[tuple[str, Any]] = [(sql, [1.0]), (sql, [5.0])]
     got = grouped(store, requests)
-    assert [t.column_names for t in got] == [["x", "x"], ["x", "x"]]
+    assert len(STATEMENTS) == 2
+    assert [t.column_names for t in got] == [["x", "X"], ["x", "X"]]
     assert got == alone(store, requests)
 
 
 def test_parameters_of_other_types_go_in_other_groups(store: Store) -> None:
-    sql = "SELECT ? AS v"
+    sql = "SELECT count(*) AS n, min(value) AS low FROM features WHERE value >= ?"
     requests: list[tuple[str, Any]] = [(sql, [1]), (sql, [2**40]), (sql, ["1"]), (sql, [None])]
     requests += requests
     got = grouped(store, requests)
     assert len(STATEMENTS) == 4, "one statement per parameter type"
     want = alone(store, requests)
+    assert got == want
     assert [t.schema for t in got] == [t.schema for t in want]
-    types = ["int32", "int64", "string", "null"]
-    assert [str(t.schema.field("v").type) for t in got] == types * 2
+
+
+@pytest.mark.parametrize(
+    ("sql", "params"),
+    [
+        ("SELECT date_part(?, event_timestamp) AS p FROM features LIMIT 2", [["year"], ["epoch"]]),
+        ("SELECT COLUMNS(?) FROM features LIMIT 2", [["value"], ["entity_id"]]),
+        ("SELECT ? AS v", [[1], [2]]),
+    ],
+)
+def test_parameters_that_shape_the_result_are_not_grouped(
+    store: Store, sql: str, params: list[Any]
+) -> None:
+    requests: list[tuple[str, Any]] = [(sql, p) for p in params]
+    got = grouped(store, requests)
+    assert len(STATEMENTS) == len(requests)
+    want = alone(store, requests)
+    assert got == want
+    assert [t.schema for t in got] == [t.schema for t in want]
+
+
+def test_parameters_only_compared() -> None:
+    assert parameters_only_compared("SELECT a FROM t WHERE b = ? AND c IN (?, ?) LIMIT ?")
+    assert parameters_only_compared("SELECT a FROM t WHERE b BETWEEN ? AND ? OFFSET ?")
+    assert not parameters_only_compared("SELECT a FROM t WHERE b = ? + 1")
+    assert not parameters_only_compared("SELECT date_part(?, ts) FROM t")
 
 
 def test_refusals_stay_refusals(store: Store) -> None:
