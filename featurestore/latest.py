@@ -9,9 +9,10 @@ folds every new row in one upsert per interval instead, after the writes have co
 
 What the merger has folded in is recorded in `latest_state` in the same transaction as the
 upsert, so a restart (or a kill) resumes where the last merge committed. Its watermark is
-the newest `created_at` merged: writes are serialised and `created_at` is their transaction's
-start, so a later write always has a `created_at` at least as large. Rows at the watermark
-itself are merged again (harmless: the newest row wins whatever the order).
+the newest `created_at` merged: writes are serialised and the store never gives a write a
+`created_at` before an earlier write's (Store._created_at), so rows a merge has not seen are
+at or past the watermark. Rows at the watermark itself are merged again when more of them
+have come (harmless: the newest row wins whatever the order).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import duckdb
 
 from featurestore import metrics
+from featurestore.sql import in_transaction
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +76,8 @@ MERGE_SQL = f"""
 # took the worker from 400 to 520 MiB), and a merger that falls behind catches up in steps.
 MAX_ROWS = 100_000
 
-# Before the first merge: every row is new.
-_BEGINNING = dt.datetime(1, 1, 1)
+# Before the first merge (and the first write): every row is new.
+BEGINNING = dt.datetime(1, 1, 1)
 
 
 def merged_through(cur: duckdb.DuckDBPyConnection) -> dt.datetime:
@@ -87,7 +89,7 @@ def _state(cur: duckdb.DuckDBPyConnection) -> tuple[dt.datetime, int]:
     rows = cur.execute(
         "SELECT merged_through, rows_at_watermark FROM latest_state WHERE id = 1"
     ).fetchall()
-    return (rows[0][0], rows[0][1]) if rows else (_BEGINNING, 0)
+    return (rows[0][0], rows[0][1]) if rows else (BEGINNING, 0)
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,7 @@ class MergeResult:
 def merge(cur: duckdb.DuckDBPyConnection, max_rows: int = MAX_ROWS) -> MergeResult:
     """Fold the rows written since the watermark into latest_features, in one transaction:
     whole writes, oldest first, up to max_rows (at least one write, however large)."""
-    cur.begin()
-    try:
+    with in_transaction(cur):
         since, seen_at_since = _state(cur)
         writes = cur.execute(
             "SELECT created_at, count(*) FROM features WHERE created_at >= ? "
@@ -117,7 +118,6 @@ def merge(cur: duckdb.DuckDBPyConnection, max_rows: int = MAX_ROWS) -> MergeResu
         if writes and writes[0] == (since, seen_at_since):
             writes = writes[1:]
         if not writes:
-            cur.rollback()
             return MergeResult(0, 0, since, more=False)
         taken = 0
         for count, (created_at, rows) in enumerate(writes):
@@ -127,10 +127,6 @@ def merge(cur: duckdb.DuckDBPyConnection, max_rows: int = MAX_ROWS) -> MergeResu
             through, at_through = created_at, rows
         changed = cur.execute(MERGE_SQL, {"since": since, "through": through}).fetchall()[0][0]
         cur.execute("INSERT OR REPLACE INTO latest_state VALUES (1, ?, ?)", [through, at_through])
-    except BaseException:
-        cur.rollback()
-        raise
-    cur.commit()
     return MergeResult(taken, int(changed), through, more=through != writes[-1][0])
 
 

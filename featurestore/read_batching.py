@@ -146,17 +146,11 @@ class ReadCoalescer:
                 producer, constants.TASK_READ_MANY, message, queue=self.read_queue
             )
         except Exception as exc:  # noqa: BLE001 - each caller gets the broker's error
-            error = exc
-
-            def fail(read: _Read) -> None:
-                read.future.set_exception(error)
-
-            self._finish(task_id, fail)
+            self._fail(task_id, exc)
 
     def _on_result(self, task_id: str, meta: dict[str, Any]) -> None:
         if meta["status"] != states.SUCCESS:
-            error = self.app.backend.exception_to_python(meta["result"])
-            self._finish(task_id, lambda read: read.future.set_exception(error))
+            self._fail(task_id, self.app.backend.exception_to_python(meta["result"]))
             return
         outcomes = iter(meta["result"])
 
@@ -167,6 +161,12 @@ class ReadCoalescer:
                 read.future.set_exception(exc)
 
         self._finish(task_id, deliver)
+
+    def _fail(self, task_id: str, error: BaseException) -> None:
+        def fail(read: _Read) -> None:
+            read.future.set_exception(error)
+
+        self._finish(task_id, fail)
 
     def _finish(self, task_id: str, deliver: Callable[[_Read], None]) -> None:
         with self._lock:

@@ -36,14 +36,15 @@ SAFE_TABLE_FUNCTIONS = frozenset(
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
+def _walk(node: Any, parent: Any = None) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every object of a serialised syntax tree, with the object that holds it."""
     if isinstance(node, dict):
-        yield node
+        yield node, parent or {}
         for value in node.values():
-            yield from _walk(value)
+            yield from _walk(value, node)
     elif isinstance(node, list):
         for value in node:
-            yield from _walk(value)
+            yield from _walk(value, parent)
 
 
 _local = threading.local()
@@ -56,12 +57,18 @@ def _parser() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _table_refs(sql: str) -> Iterator[dict[str, Any]]:
+def _statements(sql: str) -> Any:
+    """The statements of sql as DuckDB's serialised syntax tree; QueryError if it does not
+    parse."""
     row = _parser().execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0]
     tree = json.loads(row[0])
     if tree.get("error"):
         raise QueryError(str(tree.get("error_message", "could not parse the query")))
-    for node in _walk(tree["statements"]):
+    return tree["statements"]
+
+
+def _table_refs(sql: str) -> Iterator[dict[str, Any]]:
+    for node, _parent in _walk(_statements(sql)):
         if node.get("type") in ("TABLE_FUNCTION", "BASE_TABLE", "SHOW_REF"):
             yield node
 
@@ -116,22 +123,13 @@ def parameters_only_compared(sql: str) -> bool:
     """True when every parameter of sql is an operand of a comparison, IN or BETWEEN, or a
     LIMIT or OFFSET: elsewhere (`date_part(?, ts)`, `COLUMNS(?)`, `SELECT ?`) DuckDB binds
     its value as a constant, and the value can change the result's columns."""
-    row = _parser().execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0]
-    tree = json.loads(row[0])
-    if tree.get("error"):
+    try:
+        statements = _statements(sql)
+    except QueryError:
         return False
-    return all(_compared(parent) for parent in _parameter_parents(tree["statements"], {}))
-
-
-def _parameter_parents(node: Any, parent: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        if node.get("class") == "PARAMETER":
-            yield parent
-        for value in node.values():
-            yield from _parameter_parents(value, node)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _parameter_parents(value, parent)
+    return all(
+        _compared(parent) for node, parent in _walk(statements) if node.get("class") == "PARAMETER"
+    )
 
 
 def _compared(parent: dict[str, Any]) -> bool:

@@ -1,6 +1,12 @@
-"""Quoting for the few places that must put a name or a path into SQL text."""
+"""Small SQL helpers: quoting for the few places that must put a name or a path into SQL
+text, and a transaction on a cursor."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import duckdb
 
 
 def literal(text: str) -> str:
@@ -11,3 +17,15 @@ def literal(text: str) -> str:
 def identifier(name: str) -> str:
     """A quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
+
+
+@contextlib.contextmanager
+def in_transaction(cur: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One transaction on the cursor: committed at the end, rolled back on any error."""
+    cur.begin()
+    try:
+        yield cur
+    except BaseException:
+        cur.rollback()
+        raise
+    cur.commit()

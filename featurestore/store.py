@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from featurestore import latest
 from featurestore.errors import QueryError
 from featurestore.readonly import check_read_only
+from featurestore.sql import in_transaction
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class Store:
         for statement in SCHEMA:
             self._con.execute(statement)
         newest = self._con.execute("SELECT max(created_at) FROM features").fetchall()[0][0]
-        self._last_created_at: dt.datetime = newest or dt.datetime(1, 1, 1)
+        self._last_created_at: dt.datetime = newest or latest.BEGINNING
         log.info("duckdb_open path=%s", path)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -153,15 +154,8 @@ class Store:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """One write transaction, serialised with every other write; rolled back on error."""
-        with self._write_lock:
-            cur = self.cursor()
-            cur.begin()
-            try:
-                yield cur
-            except BaseException:
-                cur.rollback()
-                raise
-            cur.commit()
+        with self._write_lock, in_transaction(self.cursor()) as cur:
+            yield cur
 
     def read(
         self, sql: str, params: list[object] | dict[str, object] | None, *, guarded: bool = True
