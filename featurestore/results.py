@@ -66,7 +66,7 @@ class ResultListener:
         while True:
             # A connection that died silently (no FIN) is found by the periodic PING.
             client = redis.Redis.from_url(
-                self.app.conf.result_backend, health_check_interval=15, socket_keepalive=True
+                self.app.backend.url, health_check_interval=15, socket_keepalive=True
             )
             try:
                 self._listen(client)

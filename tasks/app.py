@@ -10,6 +10,7 @@ from celery import Celery
 
 from featurestore import constants
 from featurestore.settings import Settings
+from tasks.result_backend import backend_url
 
 app = Celery("featurestore", include=["tasks.duckdb_tasks"])
 
@@ -18,7 +19,7 @@ def configure(settings: Settings) -> Celery:
     """Point the app at the settings' Redis and queues (once per process, at start-up)."""
     app.conf.update(
         broker_url=settings.redis_url,
-        result_backend=settings.redis_url,
+        result_backend=backend_url(settings.redis_url),
         task_serializer="msgpack",
         result_serializer="msgpack",
         accept_content=["msgpack", "json"],

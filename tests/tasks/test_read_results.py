@@ -9,9 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
+from celery import states
+from celery.app.task import Context
 from prometheus_client import REGISTRY
 
-from featurestore import metrics  # noqa: F401 - registers fstore_failures_total
+from featurestore import constants, metrics  # noqa: F401 - registers fstore_failures_total
 from featurestore.query import query_table
 from featurestore.read_batching import MAX_IN_FLIGHT, coalescer
 from featurestore.settings import Settings
@@ -85,3 +87,17 @@ def test_a_read_does_not_wait_for_batches_that_hold_every_slot(stack: Settings) 
         assert not any(f.done() for f in slow), "the slow reads should still be running"
         for f in slow:
             f.result(timeout=180)
+
+
+def test_a_stored_success_is_kept_except_for_reads(
+    redis_service: object, settings: Settings
+) -> None:
+    """Celery's guard against a re-run task overwriting a success stays for every task but
+    reads, whose results are stored without looking first (tasks.result_backend)."""
+    backend = configure(settings).backend
+    for task, kept in ((constants.TASK_WRITE_BATCH, "first"), (constants.TASK_READ_MANY, "second")):
+        task_id = f"test-guard-{task}-{time.monotonic_ns()}"
+        request = Context(task=task, id=task_id, args=[], kwargs={})
+        for result in ("first", "second"):
+            backend.store_result(task_id, result, states.SUCCESS, request=request)
+        assert backend.get_task_meta(task_id)["result"] == kept, task
