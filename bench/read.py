@@ -2,8 +2,9 @@
 
 Measures, in one run: the latest-features read for one entity through the DuckDB service
 at concurrency 1 and 50 (p50, p99, reads/s), the same query run in-process on the DuckDB
-file (the floor), a 1M-row x 10-feature point-in-time training set, and the result
-encodings (JSON, msgpack, Arrow IPC). The last line of output is one JSON object.
+file (the floor, as Python rows and as Arrow), a 1M-row x 10-feature point-in-time training
+set, and the result encodings (JSON, msgpack, Arrow IPC, and the rows of featurestore.wire).
+The last line of output is one JSON object.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import msgpack
 import pyarrow as pa
 
 from bench.common import bench_settings, latest_catch_up_s, now, percentile, running_stack
-from featurestore import batch, constants
+from featurestore import batch, constants, wire
 from featurestore.arrow_ipc import decode_table, encode_table
 from featurestore.logs import setup_logging
 from featurestore.progress import Progress
@@ -163,10 +164,16 @@ def floor(settings: Settings) -> dict[str, float]:
     con = duckdb.connect(str(settings.duckdb_file), read_only=True)
     con.execute(f"SET threads = {settings.duckdb_threads}")
     out = {}
-    # The scan takes 0.1 s a read: fewer samples of it.
-    for name, sql, n in (("floor", LATEST_SQL, SAMPLES_C1), ("history_scan", HISTORY_SQL, 40)):
-        timed(lambda i, q=sql: con.execute(q, [entity(i)]).fetchall(), n // 8)
-        samples = timed(lambda i, q=sql: con.execute(q, [entity(i)]).fetchall(), n)
+    reads = {
+        "floor": lambda i: con.execute(LATEST_SQL, [entity(i)]).fetchall(),
+        # What a read cost the service when every result went as Arrow.
+        "floor_arrow": lambda i: con.execute(LATEST_SQL, [entity(i)]).to_arrow_table(),
+        "history_scan": lambda i: con.execute(HISTORY_SQL, [entity(i)]).fetchall(),
+    }
+    for name, read in reads.items():
+        n = 40 if name == "history_scan" else SAMPLES_C1  # the scan takes 0.1 s a read
+        timed(read, n // 8)
+        samples = timed(read, n)
         out[f"{name}_p50_ms"] = percentile(samples, 0.5)
         out[f"{name}_p99_ms"] = percentile(samples, 0.99)
     con.close()
@@ -179,6 +186,12 @@ def _round_trip_us(encode: Any, decode: Any, repeat: int = 50) -> tuple[float, i
     for _ in range(repeat):
         decode(encode())
     return (time.perf_counter() - start) / repeat * 1e6, len(payload)
+
+
+def rows_of(table: pa.Table) -> wire.Rows:
+    """A table as the rows featurestore.wire sends."""
+    types = ["VARCHAR", "DOUBLE", "TIMESTAMP"]
+    return wire.Rows(table.column_names, types, [tuple(r.values()) for r in table.to_pylist()])
 
 
 def encodings() -> dict[str, dict[str, float]]:
@@ -201,6 +214,10 @@ def encodings() -> dict[str, dict[str, float]]:
             "msgpack": _round_trip_us(lambda r=records: msgpack.packb(r), msgpack.unpackb),
             "arrow_ipc": _round_trip_us(
                 lambda t=table: encode_table(t), lambda b: decode_table(b).to_pylist()
+            ),
+            # What the service sends for a small result of simple types.
+            "wire_rows": _round_trip_us(
+                lambda r=rows_of(table): wire.encode(r), wire.decode_records
             ),
         }
         for name, (us, size) in timings.items():

@@ -14,6 +14,6 @@ def encode_table(table: pa.Table, compression: str | None = None) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def decode_table(payload: bytes) -> pa.Table:
+def decode_table(payload: bytes | memoryview) -> pa.Table:
     """Inverse of encode_table."""
     return pa.ipc.open_stream(payload).read_all()

@@ -39,7 +39,7 @@ class DuckDBService:
         self.settings = settings
         self.store = Store(settings.duckdb_file, settings.duckdb_threads)
         self.online = OnlineStore(redis_client)
-        self._reads = GroupedReads(self.store.read)
+        self._reads = GroupedReads(self.store.read_result)
         self.latest = Merger(self.store.cursor, settings.latest_merge_interval_s)
         self.latest.start()
 
@@ -69,8 +69,8 @@ class DuckDBService:
         return result
 
     def read_many(self, requests: list[tuple[str, Any]]) -> list[bytes | tuple[str, str]]:
-        """Run a batch of reads; each gives Arrow IPC bytes or (error type, message). Reads
-        sharing a statement run as one (featurestore.read_groups)."""
+        """Run a batch of reads; each gives its result's bytes (featurestore.wire) or (error
+        type, message). Reads sharing a statement run as one (featurestore.read_groups)."""
         return self._reads.run(requests)
 
     def build_training_set(

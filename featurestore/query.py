@@ -1,7 +1,8 @@
 """The one query function every caller uses: parameterised SQL in, typed objects out.
 
-The DuckDB service runs the read in its own process and returns Arrow IPC through the
-Redis result backend; this side waits, decodes and maps rows into the caller's type.
+The DuckDB service runs the read in its own process and returns its result through the
+Redis result backend (featurestore.wire); this side waits, decodes and maps rows into the
+caller's type.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pyarrow as pa
 from celery import Celery
 from pydantic import TypeAdapter
 
-from featurestore.arrow_ipc import decode_table
+from featurestore import wire
 from featurestore.errors import QueryTimeoutError
 from featurestore.read_batching import coalescer
 
@@ -29,15 +30,7 @@ def query_table(app: Celery, sql: str, params: Params = None, *, timeout: float 
 
     Reads asked for at the same moment by threads of this process share one task.
     """
-    future = coalescer(app).submit(sql, params, timeout)
-    try:
-        payload = future.result(timeout=timeout)
-    except FutureTimeout:
-        future.cancel()  # its batch may give up its slot, see read_batching
-        raise QueryTimeoutError(
-            f"the DuckDB service did not answer within {timeout:.1f}s"
-        ) from None
-    return decode_table(payload)
+    return wire.decode_table(_result(app, sql, params, timeout))
 
 
 def query(
@@ -45,9 +38,20 @@ def query(
 ) -> list[T]:
     """Run a read in the DuckDB service and map each row into `into` (a dataclass or
     pydantic model; nested lists of structs included)."""
-    rows = query_table(app, sql, params, timeout=timeout).to_pylist()
+    rows = wire.decode_records(_result(app, sql, params, timeout))
     adapter: TypeAdapter[list[T]] = _adapter(cast(Hashable, into))
     return adapter.validate_python(rows)
+
+
+def _result(app: Celery, sql: str, params: Params, timeout: float) -> bytes:
+    future = coalescer(app).submit(sql, params, timeout)
+    try:
+        return future.result(timeout=timeout)
+    except FutureTimeout:
+        future.cancel()  # its batch may give up its slot, see read_batching
+        raise QueryTimeoutError(
+            f"the DuckDB service did not answer within {timeout:.1f}s"
+        ) from None
 
 
 @functools.lru_cache(maxsize=256)

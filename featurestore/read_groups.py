@@ -27,11 +27,9 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurestore import metrics
-from featurestore.arrow_ipc import encode_table
+from featurestore import metrics, wire
 from featurestore.errors import QueryError
 from featurestore.readonly import check_read_only, parameters_only_compared
 
@@ -81,22 +79,28 @@ def combined_sql(sql: str, count: int) -> str:
     )
 
 
-def split(table: pa.Table, count: int) -> list[pa.Table]:
+def split(result: wire.Result, count: int) -> list[wire.Result]:
     """The result of each copy, in its own order, without the tag column."""
-    tags = table.column(GROUP_COLUMN)
-    body = table.drop_columns([GROUP_COLUMN])
+    if isinstance(result, wire.Rows):
+        parts: list[list[tuple[Any, ...]]] = [[] for _ in range(count)]
+        for row in result.rows:
+            parts[row[0]].append(row[1:])
+        return [wire.Rows(result.names[1:], result.types[1:], part) for part in parts]
+    tags = result.column(GROUP_COLUMN)
+    body = result.drop_columns([GROUP_COLUMN])
     return [body.filter(pc.equal(tags, i)) for i in range(count)]
 
 
 class GroupedReads:
     """Runs a batch of reads, grouping those that share their statement."""
 
-    def __init__(self, read: Callable[..., pa.Table]) -> None:
-        self._read = read  # Store.read: (sql, params, *, guarded=True); raises QueryError
+    def __init__(self, read: Callable[..., wire.Result]) -> None:
+        self._read = read  # Store.read_result: (sql, params, *, guarded=True); QueryError
         self._names: dict[str, list[str]] = {}
 
     def run(self, requests: list[Request]) -> list[Outcome]:
-        """Each read's outcome, in order: Arrow IPC bytes or (error type, message)."""
+        """Each read's outcome, in order: its result's bytes (featurestore.wire) or (error
+        type, message)."""
         outcomes: dict[int, Outcome] = {}
         groups: dict[Hashable, list[int]] = {}
         for index, (sql, params) in enumerate(requests):
@@ -114,16 +118,16 @@ class GroupedReads:
     def _alone(self, sql: str, params: Any) -> Outcome:
         began = time.perf_counter()
         try:
-            table = self._read(sql, params)
+            result = self._read(sql, params)
         except QueryError as exc:
             metrics.READS.labels(type(exc).__name__).inc()
             return (type(exc).__name__, str(exc))
-        names = table.column_names
+        names = wire.column_names(result)
         if sql not in self._names and _groupable(sql, names):
             if len(self._names) >= MAX_KNOWN_STATEMENTS:
                 self._names.clear()
             self._names[sql] = names
-        payload = encode_table(table)
+        payload = wire.encode(result)
         _observe(time.perf_counter() - began, 1)
         return payload
 
@@ -134,13 +138,13 @@ class GroupedReads:
         flat = [value for group in params for value in (group or [])]
         check_read_only(sql)  # passed already (cached); the combined text is not parsed
         try:
-            table = self._read(combined_sql(sql, len(params)), flat, guarded=False)
+            result = self._read(combined_sql(sql, len(params)), flat, guarded=False)
         except QueryError:  # read by read, so that each read gets its own error
             return [self._alone(sql, p) for p in params]
-        if table.column_names[1:] != self._names[sql]:
+        if wire.column_names(result)[1:] != self._names[sql]:
             del self._names[sql]  # the schema changed: learn it again
             return [self._alone(sql, p) for p in params]
-        payloads: list[Outcome] = [encode_table(part) for part in split(table, len(params))]
+        payloads: list[Outcome] = [wire.encode(part) for part in split(result, len(params))]
         _observe(time.perf_counter() - began, len(params))
         return payloads
 

@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurestore import latest
+from featurestore import latest, wire
 from featurestore.errors import QueryError
 from featurestore.readonly import check_read_only
 from featurestore.sql import in_transaction
@@ -160,7 +160,14 @@ class Store:
     def read(
         self, sql: str, params: list[object] | dict[str, object] | None, *, guarded: bool = True
     ) -> pa.Table:
-        """Run one parameterised SELECT on this thread's cursor (never blocked by a write).
+        """Run one parameterised SELECT on this thread's cursor; the result as Arrow."""
+        return wire.to_table(self.read_result(sql, params, guarded=guarded))
+
+    def read_result(
+        self, sql: str, params: list[object] | dict[str, object] | None, *, guarded: bool = True
+    ) -> wire.Result:
+        """Run one parameterised SELECT on this thread's cursor (never blocked by a write):
+        a small result of simple types as rows, any other as Arrow (featurestore.wire).
 
         guarded=False only for statements built here from ones that passed the guard.
         """
@@ -168,10 +175,21 @@ class Store:
             check_read_only(sql)
         try:
             # execute() plans once; sql() builds a relation first, 0.2 ms more per read.
-            reader = self.cursor().execute(sql, params).to_arrow_reader()
-            if reader is None:
+            result = self.cursor().execute(sql, params)
+            if result.description is None:
                 raise QueryError("the statement gave no result")
-            return reader.read_all()
+            names = [column[0] for column in result.description]
+            types = [str(column[1]) for column in result.description]
+            if all(kind in wire.SIMPLE_TYPES for kind in types):
+                rows = wire.Rows(names, types, result.fetchmany(wire.MAX_ROWS + 1))
+                if not wire.rows_fit(rows):  # rare: run it again, as Arrow
+                    result = self.cursor().execute(sql, params)
+                elif len(rows.rows) <= wire.MAX_ROWS:
+                    return rows
+                else:  # a large result: what is left comes as Arrow
+                    rest: pa.Table = result.to_arrow_table()
+                    return pa.concat_tables([wire.rows_table(rows, rest.schema), rest])
+            return result.to_arrow_table()
         except duckdb.Error as exc:
             raise QueryError(str(exc)) from None
 

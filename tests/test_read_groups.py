@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from featurestore.arrow_ipc import decode_table
+from featurestore import wire
 from featurestore.read_groups import GroupedReads, combined_sql, signature
 from featurestore.readonly import parameters_only_compared
 from featurestore.store import OffsetSpan, Store
@@ -39,11 +39,11 @@ def store(tmp_path: Path) -> Store:
 
 def alone(store: Store, requests: list[tuple[str, Any]]) -> list[Any]:
     """Each read run by itself through a fresh runner: the reference."""
-    return [outcome(GroupedReads(store.read).run([r])[0]) for r in requests]
+    return [outcome(GroupedReads(store.read_result).run([r])[0]) for r in requests]
 
 
 def outcome(result: Any) -> Any:
-    return decode_table(result) if isinstance(result, bytes) else tuple(result)
+    return wire.decode_table(result) if isinstance(result, bytes) else tuple(result)
 
 
 def grouped(store: Store, requests: list[tuple[str, Any]]) -> list[Any]:
@@ -57,9 +57,9 @@ STATEMENTS: list[str] = []
 
 
 def counting(store: Store) -> Any:
-    def read(sql: str, params: Any, *, guarded: bool = True) -> pa.Table:
+    def read(sql: str, params: Any, *, guarded: bool = True) -> wire.Result:
         STATEMENTS.append(sql)
-        return store.read(sql, params, guarded=guarded)
+        return store.read_result(sql, params, guarded=guarded)
 
     return read
 
