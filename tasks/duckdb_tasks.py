@@ -81,7 +81,7 @@ def training_set(
 # the worker's time per read. fstore_reads_total and fstore_read_seconds count them instead.
 @app.task(name=constants.TASK_READ_MANY, send_events=False)
 def read_many(requests: list[tuple[str, Any]]) -> list[bytes | tuple[str, str]]:
-    """Run several reads; each gives Arrow IPC bytes or (error type, DuckDB's message)."""
+    """Run several reads; each gives its result's bytes or (error type, DuckDB's message)."""
     return _require().read_many(requests)
 
 
