@@ -95,7 +95,8 @@ class GroupedReads:
     """Runs a batch of reads, grouping those that share their statement."""
 
     def __init__(self, read: Callable[..., wire.Result]) -> None:
-        self._read = read  # Store.read_result: (sql, params, *, guarded=True); QueryError
+        # Store.read_result: (sql, params, *, guarded=True, max_rows=...); raises QueryError.
+        self._read = read
         self._names: dict[str, list[str]] = {}
 
     def run(self, requests: list[Request]) -> list[Outcome]:
@@ -138,7 +139,12 @@ class GroupedReads:
         flat = [value for group in params for value in (group or [])]
         check_read_only(sql)  # passed already (cached); the combined text is not parsed
         try:
-            result = self._read(combined_sql(sql, len(params)), flat, guarded=False)
+            result = self._read(
+                combined_sql(sql, len(params)),
+                flat,
+                guarded=False,
+                max_rows=wire.MAX_ROWS * len(params),  # as rows when each read would be
+            )
         except QueryError:  # read by read, so that each read gets its own error
             return [self._alone(sql, p) for p in params]
         if wire.column_names(result)[1:] != self._names[sql]:

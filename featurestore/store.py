@@ -160,14 +160,21 @@ class Store:
     def read(
         self, sql: str, params: list[object] | dict[str, object] | None, *, guarded: bool = True
     ) -> pa.Table:
-        """Run one parameterised SELECT on this thread's cursor; the result as Arrow."""
+        """Run one parameterised SELECT on this thread's cursor; the result as Arrow (for
+        callers inside this process; the read tasks use read_result)."""
         return wire.to_table(self.read_result(sql, params, guarded=guarded))
 
     def read_result(
-        self, sql: str, params: list[object] | dict[str, object] | None, *, guarded: bool = True
+        self,
+        sql: str,
+        params: list[object] | dict[str, object] | None,
+        *,
+        guarded: bool = True,
+        max_rows: int = wire.MAX_ROWS,
     ) -> wire.Result:
         """Run one parameterised SELECT on this thread's cursor (never blocked by a write):
-        a small result of simple types as rows, any other as Arrow (featurestore.wire).
+        up to max_rows rows of simple types as rows, any other result as Arrow
+        (featurestore.wire).
 
         guarded=False only for statements built here from ones that passed the guard.
         """
@@ -181,14 +188,14 @@ class Store:
             names = [column[0] for column in result.description]
             types = [str(column[1]) for column in result.description]
             if all(kind in wire.SIMPLE_TYPES for kind in types):
-                rows = wire.Rows(names, types, result.fetchmany(wire.MAX_ROWS + 1))
+                rows = wire.Rows(names, types, result.fetchmany(max_rows + 1))
                 if not wire.rows_fit(rows):  # rare: run it again, as Arrow
-                    result = self.cursor().execute(sql, params)
-                elif len(rows.rows) <= wire.MAX_ROWS:
+                    return self.cursor().execute(sql, params).to_arrow_table()
+                if len(rows.rows) <= max_rows:
                     return rows
-                else:  # a large result: what is left comes as Arrow
-                    rest: pa.Table = result.to_arrow_table()
-                    return pa.concat_tables([wire.rows_table(rows, rest.schema), rest])
+                # A larger result: what is left comes as Arrow.
+                rest: pa.Table = result.to_arrow_table()
+                return pa.concat_tables([wire.rows_table(rows, rest.schema), rest])
             return result.to_arrow_table()
         except duckdb.Error as exc:
             raise QueryError(str(exc)) from None

@@ -20,9 +20,11 @@ import pyarrow as pa
 
 from featurestore.arrow_ipc import decode_table as decode_arrow
 from featurestore.arrow_ipc import encode_table
+from featurestore.errors import ServiceError
 
-# At most this many rows travel as msgpack rows.
-MAX_ROWS = 1000
+# At most this many rows of a read travel as msgpack rows: past about 100 rows (four columns,
+# one a timestamp) Arrow costs the DuckDB service less.
+MAX_ROWS = 100
 
 # DuckDB types that travel as rows, with the Arrow type DuckDB exports each as.
 SIMPLE_TYPES: dict[str, pa.DataType] = {
@@ -39,6 +41,9 @@ SIMPLE_TYPES: dict[str, pa.DataType] = {
 }
 
 _PYTHON_TYPES: dict[str, type] = {"DATE": dt.date, "TIMESTAMP": dt.datetime}
+# DuckDB gives its infinite dates and timestamps as Python's last and first ones; Arrow
+# carries them as they are.
+_INFINITIES = frozenset({dt.date.max, dt.date.min, dt.datetime.max, dt.datetime.min})
 
 _ROWS = b"R"
 _ARROW = b"A"
@@ -108,12 +113,16 @@ def rows_table(rows: Rows, schema: pa.Schema | None = None) -> pa.Table:
 
 
 def rows_fit(rows: Rows) -> bool:
-    """Whether every value has its column's Python type: DuckDB gives text for a date or a
-    timestamp beyond Python's years 1-9999, which only Arrow carries."""
+    """Whether rows carry every value as it is: DuckDB gives text for a date or a timestamp
+    beyond Python's years 1-9999, and Python's last or first one for an infinite one."""
     for index, kind in enumerate(rows.types):
         wanted = _PYTHON_TYPES.get(kind)
-        if wanted and any(not isinstance(r[index], wanted | None) for r in rows.rows):
-            return False
+        if wanted is None:
+            continue
+        for row in rows.rows:
+            value = row[index]
+            if value is not None and (not isinstance(value, wanted) or value in _INFINITIES):
+                return False
     return True
 
 
@@ -135,6 +144,11 @@ def _unpack_value(code: int, data: bytes) -> Any:
 
 
 def _unpack(payload: bytes) -> tuple[list[str], list[str], list[tuple[Any, ...]]]:
+    if payload[:1] != _ROWS:
+        raise ServiceError(
+            f"a read result in an unknown encoding (first byte {payload[:1]!r}): the DuckDB "
+            "service runs another version of featurestore.wire"
+        )
     names, types, rows = msgpack.unpackb(
         memoryview(payload)[1:], ext_hook=_unpack_value, use_list=False
     )

@@ -57,9 +57,9 @@ STATEMENTS: list[str] = []
 
 
 def counting(store: Store) -> Any:
-    def read(sql: str, params: Any, *, guarded: bool = True) -> wire.Result:
+    def read(sql: str, params: Any, **options: Any) -> wire.Result:
         STATEMENTS.append(sql)
-        return store.read_result(sql, params, guarded=guarded)
+        return store.read_result(sql, params, **options)
 
     return read
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from featurestore import wire
+from featurestore.errors import ServiceError
 from featurestore.store import Store
 
 SIMPLE = """
@@ -28,8 +29,18 @@ OTHER_TYPES = """
     SELECT 1.5::DECIMAL(10, 2) AS dec, [1, 2] AS l, {'a': 1} AS s, 'x'::BLOB AS bl,
            TIMESTAMPTZ '2024-01-01 00:00:00+00' AS tz, 5::UBIGINT AS ub, TIME '01:02:03' AS tm
 """
-# Years past 9999: DuckDB's Python rows give them as text, so the result goes as Arrow.
+# Years past 9999 (DuckDB's Python rows give them as text) and infinities (Python's last
+# and first date): such results go as Arrow, which carries them as they are.
 FAR_FUTURE = "SELECT TIMESTAMP '294000-01-01' AS ts, DATE '12000-01-01' AS dt"
+INFINITE = """
+    SELECT 'infinity'::TIMESTAMP AS ts, '-infinity'::TIMESTAMP AS ts_min,
+           'infinity'::DATE AS dt, '-infinity'::DATE AS dt_min
+"""
+# An infinity among the first rows, and one past them.
+INFINITE_LATER = """
+    SELECT CASE WHEN i IN (5, ?) THEN 'infinity'::TIMESTAMP ELSE TIMESTAMP '2024-01-01' END AS ts
+    FROM range(?) t(i)
+"""
 
 
 @pytest.fixture
@@ -48,7 +59,7 @@ def round_trip(store: Store, sql: str, params: list[object] | None = None) -> by
     return wire.encode(store.read_result(sql, params))
 
 
-@pytest.mark.parametrize("rows", [0, 1, 10, wire.MAX_ROWS, wire.MAX_ROWS + 1, 5000])
+@pytest.mark.parametrize("rows", [0, 1, 10, wire.MAX_ROWS, wire.MAX_ROWS + 1, 3000])
 def test_simple_types_decode_to_duckdbs_arrow(store: Store, rows: int) -> None:
     payload = round_trip(store, SIMPLE, [rows])
     want = duckdb_arrow(store, SIMPLE, [rows])
@@ -74,12 +85,28 @@ def test_nulls_and_nan(store: Store) -> None:
     assert math.isnan(record["nan"])
 
 
-@pytest.mark.parametrize("sql", [OTHER_TYPES, FAR_FUTURE])
-def test_other_results_travel_as_arrow_unchanged(store: Store, sql: str) -> None:
-    got = wire.decode_table(round_trip(store, sql))
-    want = duckdb_arrow(store, sql)
+@pytest.mark.parametrize(
+    ("sql", "params"),
+    [
+        (OTHER_TYPES, None),
+        (FAR_FUTURE, None),
+        (INFINITE, None),
+        (INFINITE_LATER, [wire.MAX_ROWS + 50, wire.MAX_ROWS * 3]),
+    ],
+)
+def test_other_results_travel_as_arrow_unchanged(
+    store: Store, sql: str, params: list[object] | None
+) -> None:
+    got = wire.decode_table(round_trip(store, sql, params))
+    want = duckdb_arrow(store, sql, params)
     assert got.schema == want.schema
     assert got.equals(want)
+
+
+def test_an_unknown_encoding_is_a_clear_error() -> None:
+    for decode in (wire.decode_table, wire.decode_records):
+        with pytest.raises(ServiceError, match="unknown encoding"):
+            decode(b"\xff\xff\xff\xffold")
 
 
 def test_repeated_column_names_are_kept(store: Store) -> None:
