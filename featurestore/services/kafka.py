@@ -24,6 +24,15 @@ _RESOURCES = resources.files("featurestore.services") / "resources"
 _VERSION_IN_PATH = re.compile(r"kafka(?:_2\.1[23])?-(\d+\.\d+\.\d+)")
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id that does not start with "-": the storage tool would take
+    it for an option (one id in 64 did, and the broker did not start)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaService(ManagedService):
     """The Kafka broker at settings.kafka_bootstrap; started in KRaft mode when local."""
 
@@ -175,7 +184,7 @@ class KafkaService(ManagedService):
     def _format_storage(self) -> None:
         if (self.data / "logs" / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         result = subprocess.run(
             self._java(
                 "kafka.tools.StorageTool",

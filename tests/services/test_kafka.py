@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 
 from featurestore.services import KafkaService, ManagedService
 from featurestore.services._proc import pid_alive
+from featurestore.services.kafka import new_cluster_id
 from featurestore.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -90,3 +91,10 @@ def test_non_local_address_that_does_not_answer_is_not_started(settings: Setting
     assert not remote.is_local()
     with pytest.raises(Exception, match=r"192\.0\.2\.1:9092.*not local"):
         remote.ensure()
+
+
+def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The first random id starts with "-" (base64 of 0xfb...): it must be drawn again.
+    draws = iter([uuid.UUID(bytes=b"\xfb" + bytes(15)), uuid.UUID(bytes=bytes(16))])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(draws))
+    assert new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
