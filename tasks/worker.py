@@ -34,12 +34,14 @@ def run_worker(settings: Settings) -> None:
         settings.read_queue,
         settings.read_threads,
     )
+    # Celery's thread pool with its idle threads taken last-in first-out (tasks.thread_pool);
+    # a pool class is given by setting, the --pool option knows only Celery's own names.
+    app.conf.worker_pool = "tasks.thread_pool:TaskPool"
     try:
         app.worker_main(
             argv=[
                 "worker",
                 "--loglevel=INFO",
-                "--pool=threads",
                 f"--concurrency={settings.read_threads + 1}",
                 f"--queues={settings.write_queue},{settings.read_queue}",
                 f"--hostname=duckdb@{socket.gethostname()}",

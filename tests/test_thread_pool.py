@@ -1,0 +1,76 @@
+"""The worker's thread pool: the thread idle the shortest takes the next call (no services)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tasks.thread_pool import LastIdleExecutor
+
+
+@pytest.fixture
+def pool() -> Iterator[LastIdleExecutor]:
+    executor = LastIdleExecutor(4)
+    yield executor
+    executor.shutdown(cancel_futures=True)
+
+
+def test_results_and_exceptions_reach_the_future(pool: LastIdleExecutor) -> None:
+    assert pool.submit(pow, 2, 10).result(timeout=5) == 1024
+    with pytest.raises(ZeroDivisionError):
+        pool.submit(lambda: 1 / 0).result(timeout=5)
+
+
+def test_calls_one_at_a_time_run_on_the_thread_idle_the_shortest(
+    pool: LastIdleExecutor,
+) -> None:
+    release = threading.Event()
+    # Start every thread: four calls at once.
+    busy = [pool.submit(release.wait, 5) for _ in range(4)]
+    time.sleep(0.1)
+    release.set()
+    for future in busy:
+        future.result(timeout=5)
+    time.sleep(0.1)  # every thread back to idle
+    names = {pool.submit(lambda: threading.current_thread().name).result(5) for _ in range(20)}
+    assert len(names) == 1, names
+
+
+def test_a_burst_runs_at_once_up_to_the_limit_then_waits_in_order(
+    pool: LastIdleExecutor,
+) -> None:
+    release = threading.Event()
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def call(i: int) -> int:
+        with lock:
+            started.append(i)
+        release.wait(5)
+        return i
+
+    futures = [pool.submit(call, i) for i in range(10)]
+    time.sleep(0.2)
+    assert sorted(started) == [0, 1, 2, 3], "four threads, four calls running"
+    assert len(pool._threads) == 4
+    release.set()
+    assert [f.result(timeout=5) for f in futures] == list(range(10))
+    assert started[4:] == list(range(4, 10)), "waiting calls run in order"
+
+
+def test_shutdown_cancels_waiting_calls_and_refuses_new_ones() -> None:
+    pool = LastIdleExecutor(1)
+    release = threading.Event()
+    running = pool.submit(release.wait, 5)
+    waiting = pool.submit(pow, 2, 2)
+    time.sleep(0.1)
+    threading.Timer(0.2, release.set).start()
+    pool.shutdown(cancel_futures=True)
+    assert running.result(timeout=0) is True
+    assert waiting.cancelled()
+    assert not pool._threads
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(pow, 2, 2)
