@@ -16,6 +16,7 @@ import random
 import shutil
 import tempfile
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from featurestore.progress import Progress
 from featurestore.query import query_table
 from featurestore.reads import LATEST_SQL, latest_features
 from featurestore.settings import Settings
+from featurestore.store import ARROW_COPY_WARNING
 from tasks.app import configure
 
 log = logging.getLogger("bench.read")
@@ -161,12 +163,13 @@ def training_set(settings: Settings, folder: Path) -> float:
 def floor(settings: Settings) -> dict[str, float]:
     """The same read in-process on the DuckDB file (after the service has stopped), and the
     entity-history read that it replaced."""
+    warnings.filterwarnings("ignore", message=ARROW_COPY_WARNING)
     con = duckdb.connect(str(settings.duckdb_file), read_only=True)
     con.execute(f"SET threads = {settings.duckdb_threads}")
     out = {}
     reads = {
         "floor": lambda i: con.execute(LATEST_SQL, [entity(i)]).fetchall(),
-        # What a read cost the service when every result went as Arrow.
+        # What a read cost the service when every result went as Arrow (as Store does).
         "floor_arrow": lambda i: con.execute(LATEST_SQL, [entity(i)]).to_arrow_table(),
         "history_scan": lambda i: con.execute(HISTORY_SQL, [entity(i)]).fetchall(),
     }

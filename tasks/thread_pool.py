@@ -10,6 +10,7 @@ spreads over every thread.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -33,8 +34,7 @@ class _Idle:
 
 
 class LastIdleExecutor(Executor):
-    """Runs each call on the thread that went idle last, starting up to max_workers threads;
-    calls wait in order when every thread is busy."""
+    """An executor whose thread that went idle last takes the next call."""
 
     def __init__(self, max_workers: int, name: str = "pool") -> None:
         if max_workers < 1:
@@ -59,21 +59,26 @@ class LastIdleExecutor(Executor):
                 idle.call = call
                 idle.wake.release()
             elif len(self._threads) < self._max_workers:
+                first = _Idle()  # the new thread's first call, handed over like any other
+                first.call = call
+                first.wake.release()
+                # Daemon threads, so that an idle one never holds the process at exit; the
+                # Celery pool below waits for running calls at exit, as Python does for
+                # ThreadPoolExecutor.
                 worker = threading.Thread(
                     target=self._work,
-                    args=(call,),
+                    args=(first,),
                     name=f"{self._name}-{len(self._threads)}",
                     daemon=True,
                 )
+                worker.start()  # before counting it: a thread that cannot start takes no slot
                 self._threads.add(worker)
-                worker.start()
             else:
                 self._waiting.append(call)
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop taking calls; idle threads end now, busy ones after their call and the
-        calls still waiting (unless cancel_futures cancels those)."""
+        """Stop taking calls; threads end once the running and waiting calls are done."""
         with self._lock:
             self._shutdown = True
             if cancel_futures:
@@ -88,20 +93,23 @@ class LastIdleExecutor(Executor):
                 if worker is not threading.current_thread():
                     worker.join()
 
-    def _work(self, call: _Call | None) -> None:
-        idle = _Idle()
+    def _work(self, idle: _Idle) -> None:
+        # Every call is taken out of `idle`, never kept: an idle thread must not keep its
+        # last call's arguments (a task's message) alive.
+        idle.wake.acquire()
+        call, idle.call = idle.call, None
         while call is not None:
             _run(call)
             with self._lock:
                 if self._waiting:
                     call = self._waiting.popleft()
                     continue
+                call = None
                 if self._shutdown:
                     break
-                idle.call = None
                 self._idle.append(idle)
             idle.wake.acquire()
-            call = idle.call
+            call, idle.call = idle.call, None
         with self._lock:
             self._threads.discard(threading.current_thread())
 
@@ -125,3 +133,6 @@ class TaskPool(thread.TaskPool):  # type: ignore[misc]  # celery has no type hin
         super().__init__(*args, **kwargs)
         # The parent's ThreadPoolExecutor has started no thread yet: replace it.
         self.executor = LastIdleExecutor(self.limit, name="duckdb-pool")
+        # A cold shutdown never stops the pool: at exit, let running calls (a write
+        # transaction) finish, as Python's exit hook does for ThreadPoolExecutor.
+        atexit.register(self.executor.shutdown)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +18,25 @@ def pool() -> Iterator[LastIdleExecutor]:
     executor = LastIdleExecutor(4)
     yield executor
     executor.shutdown(cancel_futures=True)
+
+
+def wait_all_idle(pool: LastIdleExecutor) -> None:
+    deadline = time.monotonic() + 5
+    while len(pool._idle) < len(pool._threads) and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
+def test_idle_threads_keep_nothing_of_their_last_call(pool: LastIdleExecutor) -> None:
+    class Payload:
+        pass
+
+    payload = Payload()
+    alive = weakref.ref(payload)
+    pool.submit(lambda p: None, payload).result(timeout=5)
+    del payload
+    wait_all_idle(pool)
+    gc.collect()
+    assert alive() is None
 
 
 def test_results_and_exceptions_reach_the_future(pool: LastIdleExecutor) -> None:
@@ -34,8 +55,10 @@ def test_calls_one_at_a_time_run_on_the_thread_idle_the_shortest(
     release.set()
     for future in busy:
         future.result(timeout=5)
-    time.sleep(0.1)  # every thread back to idle
-    names = {pool.submit(lambda: threading.current_thread().name).result(5) for _ in range(20)}
+    names = set()
+    for _ in range(20):
+        wait_all_idle(pool)  # a future is done a moment before its thread is idle again
+        names.add(pool.submit(lambda: threading.current_thread().name).result(5))
     assert len(names) == 1, names
 
 
