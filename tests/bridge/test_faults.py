@@ -35,7 +35,11 @@ RATE = 40_000  # events/s: slow enough that the fault lands mid-stream
 
 def produce_steadily(settings: Settings, path: Path, done: threading.Event) -> None:
     """Publish a file's events at RATE events/s (the producer of a live stream)."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+    # Idempotent like the project's producer: a plain one retrying across a broker kill
+    # can write a message twice (seen once: 500 rows more than produced).
+    producer = Producer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5, "enable.idempotence": True}
+    )
     source = FileSource(path, 500)
     began, sent = time.monotonic(), 0
     for message in source.messages():
