@@ -122,8 +122,8 @@ def merge(cur: duckdb.DuckDBPyConnection, max_rows: int = MAX_ROWS) -> MergeResu
         if not writes:
             return MergeResult(0, 0, since, more=False)
         taken = 0
-        for count, (created_at, rows) in enumerate(writes):
-            if count and taken + rows > max_rows:
+        for index, (created_at, rows) in enumerate(writes):
+            if index and taken + rows > max_rows:
                 break
             taken += rows
             through, at_through = created_at, rows

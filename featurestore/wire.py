@@ -53,6 +53,7 @@ _EPOCH = dt.datetime(1970, 1, 1)
 _EPOCH_DAY = _EPOCH.date().toordinal()
 _MICROSECOND = dt.timedelta(microseconds=1)
 _PACK_I64 = struct.Struct(">q")
+_PACK_I32 = struct.Struct(">i")
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def _pack_value(value: Any) -> msgpack.ExtType:
         micros = (value - _EPOCH) // _MICROSECOND
         return msgpack.ExtType(_TIMESTAMP_EXT, _PACK_I64.pack(micros))
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
-        return msgpack.ExtType(_DATE_EXT, struct.pack(">i", value.toordinal() - _EPOCH_DAY))
+        return msgpack.ExtType(_DATE_EXT, _PACK_I32.pack(value.toordinal() - _EPOCH_DAY))
     raise TypeError(f"a read result cannot carry {type(value).__name__} as a row value")
 
 
@@ -139,7 +140,7 @@ def _unpack_value(code: int, data: bytes) -> Any:
     if code == _TIMESTAMP_EXT:
         return _EPOCH + dt.timedelta(0, 0, _PACK_I64.unpack(data)[0])
     if code == _DATE_EXT:
-        return dt.date.fromordinal(struct.unpack(">i", data)[0] + _EPOCH_DAY)
+        return dt.date.fromordinal(_PACK_I32.unpack(data)[0] + _EPOCH_DAY)
     return msgpack.ExtType(code, data)
 
 
