@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 
 from featurestore import services, stack
-from featurestore.query import query_table
 from featurestore.settings import Settings
 from tasks.app import configure
+from tasks.client.query import query_table
 
 PROJECT = Path(__file__).resolve().parents[1]
 

@@ -26,9 +26,9 @@ from bench.common import RssSampler, bench_settings, latest_catch_up_s, now, run
 from bridge.producer import FileProducer
 from featurestore.logs import setup_logging
 from featurestore.progress import Progress
-from featurestore.query import query_table
 from featurestore.settings import Settings
 from tasks.app import configure
+from tasks.client.query import query_table
 
 log = logging.getLogger("bench.ingest")
 

@@ -3,7 +3,7 @@
 Measures, in one run: the latest-features read for one entity through the DuckDB service
 at concurrency 1 and 50 (p50, p99, reads/s), the same query run in-process on the DuckDB
 file (the floor, as Python rows and as Arrow), a 1M-row x 10-feature point-in-time training
-set, and the result encodings (JSON, msgpack, Arrow IPC, and the rows of featurestore.wire).
+set, and the result encodings (JSON, msgpack, Arrow IPC, and the rows of featurestore.reads.wire).
 The last line of output is one JSON object.
 """
 
@@ -26,15 +26,17 @@ import msgpack
 import pyarrow as pa
 
 from bench.common import bench_settings, latest_catch_up_s, now, percentile, running_stack
-from featurestore import batch, constants, wire
+from featurestore import constants
 from featurestore.arrow_ipc import decode_table, encode_table
+from featurestore.ingest import batch
 from featurestore.logs import setup_logging
 from featurestore.progress import Progress
-from featurestore.query import query_table
-from featurestore.reads import LATEST_SQL, latest_features
+from featurestore.reads import wire
+from featurestore.reads.features import LATEST_SQL, latest_features
 from featurestore.settings import Settings
-from featurestore.store import ARROW_COPY_WARNING
+from featurestore.store.database import ARROW_COPY_WARNING
 from tasks.app import configure
+from tasks.client.query import query_table
 
 log = logging.getLogger("bench.read")
 
@@ -192,7 +194,7 @@ def _round_trip_us(encode: Any, decode: Any, repeat: int = 50) -> tuple[float, i
 
 
 def rows_of(table: pa.Table) -> wire.Rows:
-    """A table as the rows featurestore.wire sends."""
+    """A table as the rows featurestore.reads.wire sends."""
     types = ["VARCHAR", "DOUBLE", "TIMESTAMP"]
     return wire.Rows(table.column_names, types, [tuple(r.values()) for r in table.to_pylist()])
 

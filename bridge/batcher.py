@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from featurestore import batch
-from featurestore.events import Columns
-from featurestore.store import OffsetSpan
+from featurestore.ingest import batch
+from featurestore.ingest.events import Columns
+from featurestore.store.database import OffsetSpan
 
 
 @dataclass

@@ -25,7 +25,7 @@ from bridge.batcher import Batcher
 from bridge.inflight import InFlight
 from featurestore import constants, metrics
 from featurestore.errors import ValidationError
-from featurestore.events import parse_message
+from featurestore.ingest.events import parse_message
 from featurestore.settings import Settings
 
 log = logging.getLogger(__name__)

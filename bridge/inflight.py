@@ -12,7 +12,7 @@ from celery.result import AsyncResult
 
 from bridge.batcher import PendingBatch
 from featurestore import constants, metrics
-from featurestore.store import OffsetSpan
+from featurestore.store.database import OffsetSpan
 
 log = logging.getLogger(__name__)
 

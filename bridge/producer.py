@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from featurestore.ingest.sources import FileSource, Message, Reject, expand
 from featurestore.progress import Progress
 from featurestore.settings import Settings
-from featurestore.sources import FileSource, Message, Reject, expand
 
 log = logging.getLogger(__name__)
 

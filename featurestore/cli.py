@@ -151,7 +151,7 @@ def cmd_training_set(settings: Settings, args: argparse.Namespace) -> int:
     """Build a point-in-time training set (Parquet) inside the DuckDB service."""
     from featurestore import constants
     from featurestore.progress import Progress
-    from featurestore.training import parse_max_age
+    from featurestore.store.training import parse_max_age
     from tasks.app import configure
 
     ages = dict(parse_max_age(text) for text in args.max_age)

@@ -9,9 +9,9 @@ from typing import Any
 from celery import Celery
 
 from featurestore import constants
-from featurestore.query import query
-from featurestore.registry import ModelRecord, list_sql, load_specs
 from featurestore.settings import Settings
+from featurestore.store.registry import ModelRecord, list_sql, load_specs
+from tasks.client.query import query
 
 
 def _change(app: Celery, settings: Settings, operation: str, arguments: dict[str, Any]) -> None:

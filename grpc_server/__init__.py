@@ -1,1 +1,2 @@
-"""gRPC transport: servicers convert protobuf <-> domain types and call featurestore.serving."""
+"""gRPC transport: servicers convert protobuf <-> domain types and call
+featurestore.serving."""

@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from featurestore import constants, metrics, services
-from featurestore.serving import Serving
+from featurestore.serving.service import Serving
 from featurestore.settings import Settings
 from grpc_server.generated import featurestore_pb2 as pb
 from grpc_server.generated import featurestore_pb2_grpc as pb_grpc

@@ -7,7 +7,7 @@ import datetime as dt
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from featurestore.serving import Serving
+from featurestore.serving.service import Serving
 from grpc_server.generated import featurestore_pb2 as pb
 from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
 from grpc_server.status import handle_errors

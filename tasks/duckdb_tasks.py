@@ -1,4 +1,4 @@
-"""Tasks served by the DuckDB service worker: thin wrappers around featurestore.duckdb_service."""
+"""Tasks served by the DuckDB service worker: thin wrappers around featurestore.store.service."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from typing import Any
 from azure.storage.blob import BlobServiceClient
 from celery import Task
 
-from featurestore import constants, metrics, model_sync, training
-from featurestore.duckdb_service import DuckDBService
+from featurestore import constants, metrics
 from featurestore.errors import ServiceError
-from featurestore.store import OffsetSpan
+from featurestore.serving import sync as model_sync
+from featurestore.store import training
+from featurestore.store.database import OffsetSpan
+from featurestore.store.service import DuckDBService
 from tasks.app import app
 
 _service: DuckDBService | None = None

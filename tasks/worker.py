@@ -8,8 +8,8 @@ import socket
 import redis
 
 from featurestore import metrics, services
-from featurestore.duckdb_service import DuckDBService
 from featurestore.settings import Settings
+from featurestore.store.service import DuckDBService
 from tasks import duckdb_tasks
 from tasks.app import app, configure
 

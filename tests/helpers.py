@@ -12,9 +12,9 @@ from pathlib import Path
 import duckdb
 from celery import Celery
 
-from featurestore.online import OnlineStore, OnlineValue
-from featurestore.query import query_table
 from featurestore.settings import Settings
+from featurestore.store.online import OnlineStore, OnlineValue
+from tasks.client.query import query_table
 
 CHECKSUM_SQL = (
     "SELECT count(*) AS n, coalesce(sum(hash(entity_id, feature_name, value, "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 
 from bridge.batcher import Batcher
-from featurestore import batch
-from featurestore.events import parse_message
+from featurestore.ingest import batch
+from featurestore.ingest.events import parse_message
 
 
 def events(n: int, entity: str = "e") -> bytes:

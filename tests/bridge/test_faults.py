@@ -15,9 +15,9 @@ import pytest
 from confluent_kafka import Producer
 
 from featurestore import stack as stack_module
+from featurestore.ingest.sources import FileSource
 from featurestore.services import KafkaService, ManagedService, RedisService
 from featurestore.settings import Settings
-from featurestore.sources import FileSource
 from tasks.app import configure
 from tests.helpers import (
     expected_checksum,

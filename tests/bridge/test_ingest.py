@@ -15,8 +15,8 @@ import redis
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 from bridge.producer import FileProducer
-from featurestore.online import OnlineStore
 from featurestore.settings import Settings
+from featurestore.store.online import OnlineStore
 from tasks.app import configure
 from tests.helpers import (
     expected_checksum,

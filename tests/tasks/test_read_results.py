@@ -14,10 +14,10 @@ from celery.app.task import Context
 from prometheus_client import REGISTRY
 
 from featurestore import constants, metrics  # noqa: F401 - registers fstore_failures_total
-from featurestore.query import query_table
-from featurestore.read_batching import MAX_IN_FLIGHT, coalescer
 from featurestore.settings import Settings
 from tasks.app import configure
+from tasks.client.coalescer import MAX_IN_FLIGHT, coalescer
+from tasks.client.query import query_table
 
 pytestmark = pytest.mark.integration
 

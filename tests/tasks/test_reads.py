@@ -13,12 +13,13 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel
 
-from featurestore import batch, constants
+from featurestore import constants
 from featurestore.errors import QueryError, QueryTimeoutError, ReadOnlyError
-from featurestore.query import query, query_table
-from featurestore.reads import latest_features
+from featurestore.ingest import batch
+from featurestore.reads.features import latest_features
 from featurestore.settings import Settings
 from tasks.app import configure
+from tasks.client.query import query, query_table
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import redis
 
 from bridge.producer import FileProducer
 from featurestore import constants
-from featurestore.online import OnlineStore
 from featurestore.settings import Settings
+from featurestore.store.online import OnlineStore
 from tasks.app import configure
 from tests.helpers import wait_for_count, wait_for_online, write_events
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from featurestore.query import query
-from featurestore.registry import ModelRecord, list_sql
 from featurestore.settings import Settings
+from featurestore.store.registry import ModelRecord, list_sql
 from tasks.app import configure
+from tasks.client.query import query
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration

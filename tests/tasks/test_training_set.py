@@ -15,9 +15,9 @@ import pytest
 
 from bridge.producer import FileProducer
 from featurestore import constants
-from featurestore.query import query_table
 from featurestore.settings import Settings
 from tasks.app import configure
+from tasks.client.query import query_table
 from tests.helpers import wait_for_count
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 
 A file is CSV, Parquet or JSON Lines, in the long format (entity_id, feature_name, value,
 event_timestamp) or the wide format (entity_id, event_timestamp, one column per feature;
-empty cells are skipped). Every row is validated with the rules of featurestore.events,
+empty cells are skipped). Every row is validated with the rules of featurestore.ingest.events,
 and a rejected row is reported with its file, line (CSV, JSONL) or row (Parquet) number.
 """
 
@@ -16,7 +16,7 @@ import duckdb
 
 from featurestore import sql
 from featurestore.errors import ValidationError
-from featurestore.events import FIELDS, MAX_NAME_LENGTH
+from featurestore.ingest.events import FIELDS, MAX_NAME_LENGTH
 
 SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _KEYS = ("entity_id", "event_timestamp")

@@ -23,7 +23,7 @@ from kombu.entity import Queue
 
 from featurestore import constants
 from featurestore.errors import QueryError, ReadOnlyError
-from featurestore.results import ResultListener
+from tasks.client.results import ResultListener
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class _Batch:
 
 
 def outcome_to_result(outcome: Any) -> bytes:
-    """One entry of a read_many result: its bytes (featurestore.wire), or raise its error."""
+    """One entry of a read_many result: its bytes (featurestore.reads.wire), or raise its error."""
     if isinstance(outcome, bytes):
         return outcome
     kind, message = outcome
@@ -76,7 +76,8 @@ class ReadCoalescer:
         threading.Thread(target=self._dispatch, name="read-coalescer", daemon=True).start()
 
     def submit(self, sql: str, params: Any, timeout: float) -> Future[bytes]:
-        """Queue one read; its future gets the result's bytes (featurestore.wire) or its error."""
+        """Queue one read; its future gets the result's bytes (featurestore.reads.wire) or
+        its error."""
         read = _Read(sql, params, timeout)
         # When nothing is in flight, the read leaves from the caller's own thread: waking the
         # dispatcher costs a lone read more than a batch would save.

@@ -29,9 +29,10 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from featurestore import metrics, wire
+from featurestore import metrics
 from featurestore.errors import QueryError
-from featurestore.readonly import check_read_only, parameters_only_compared
+from featurestore.reads import wire
+from featurestore.reads.guard import check_read_only, parameters_only_compared
 
 Outcome = bytes | tuple[str, str]
 Request = tuple[str, Any]
@@ -100,7 +101,7 @@ class GroupedReads:
         self._names: dict[str, list[str]] = {}
 
     def run(self, requests: list[Request]) -> list[Outcome]:
-        """Each read's outcome, in order: its result's bytes (featurestore.wire) or (error
+        """Each read's outcome, in order: its result's bytes (featurestore.reads.wire) or (error
         type, message)."""
         outcomes: dict[int, Outcome] = {}
         groups: dict[Hashable, list[int]] = {}

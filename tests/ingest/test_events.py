@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from featurestore.errors import ValidationError
-from featurestore.events import parse_message, timestamp_micros
+from featurestore.ingest.events import parse_message, timestamp_micros
 
 GOOD = {
     "entity_id": "cust_1",

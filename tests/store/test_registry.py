@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from featurestore.errors import ValidationError
-from featurestore.registry import load_specs
+from featurestore.store.registry import load_specs
 
 BASE: dict[str, Any] = {
     "model_id": "credit_risk_v1",

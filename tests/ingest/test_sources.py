@@ -11,8 +11,8 @@ import pytest
 
 from bridge.producer import split_to_fit
 from featurestore.errors import ValidationError
-from featurestore.events import parse_message
-from featurestore.sources import FileSource, Message, expand
+from featurestore.ingest.events import parse_message
+from featurestore.ingest.sources import FileSource, Message, expand
 
 
 def read(path: Path, per_message: int = 100) -> tuple[list[dict[str, object]], list[str]]:

@@ -11,7 +11,7 @@ import redis
 from azure.storage.blob import BlobServiceClient
 
 from featurestore.constants import PROD_MODELS_KEY, model_artifact_key
-from featurestore.online import as_text
+from featurestore.store.online import as_text
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from featurestore import wire
-from featurestore.read_groups import GroupedReads, combined_sql, signature
-from featurestore.readonly import parameters_only_compared
-from featurestore.store import OffsetSpan, Store
+from featurestore.reads import wire
+from featurestore.reads.groups import GroupedReads, combined_sql, signature
+from featurestore.reads.guard import parameters_only_compared
+from featurestore.store.database import OffsetSpan, Store
 
 T0 = dt.datetime(2024, 5, 1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from featurestore.errors import QueryError, ReadOnlyError
-from featurestore.read_batching import outcome_to_result
+from tasks.client.coalescer import outcome_to_result
 
 
 def test_bytes_are_the_result() -> None:

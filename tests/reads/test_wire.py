@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from featurestore import wire
 from featurestore.errors import ServiceError
-from featurestore.store import Store
+from featurestore.reads import wire
+from featurestore.store.database import Store
 
 SIMPLE = """
     SELECT 'a' || i AS v, i % 2 = 0 AS b, (i % 100)::TINYINT AS ti, i::SMALLINT AS si,

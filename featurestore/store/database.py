@@ -15,10 +15,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurestore import latest, wire
 from featurestore.errors import QueryError
-from featurestore.readonly import check_read_only
+from featurestore.reads import wire
+from featurestore.reads.guard import check_read_only
 from featurestore.sql import in_transaction
+from featurestore.store import merger
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ SCHEMA = (
         event_timestamp TIMESTAMP, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
     # An index on entity_id made an entity's history a 1.6 ms read on 10M rows (60 ms by a
     # scan), for 20 bytes of memory and 0.2 us of insert time per row. The latest values,
-    # the read that needed it, come from latest_features (featurestore.latest) instead.
+    # the read that needed it, come from latest_features (featurestore.store.merger) instead.
     "DROP INDEX IF EXISTS features_entity",
     # One row per committed write batch: the Kafka offsets it covered.
     """CREATE TABLE IF NOT EXISTS ingested_batches (
@@ -47,7 +48,7 @@ SCHEMA = (
         expected_features STRUCT("index" INTEGER, name TEXT, type TEXT)[],
         registered_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
         PRIMARY KEY (model_id, version, artifact_type))""",
-    *latest.SCHEMA,
+    *merger.SCHEMA,
 )
 
 
@@ -88,7 +89,7 @@ class Store:
         for statement in SCHEMA:
             self._con.execute(statement)
         newest = self._con.execute("SELECT max(created_at) FROM features").fetchall()[0][0]
-        self._last_created_at: dt.datetime = newest or latest.BEGINNING
+        self._last_created_at: dt.datetime = newest or merger.BEGINNING
         log.info("duckdb_open path=%s", path)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -146,7 +147,7 @@ class Store:
 
     def _created_at(self, cur: duckdb.DuckDBPyConnection) -> dt.datetime:
         # The transaction's start, never before an earlier write's even if the clock steps
-        # back: the latest-values merger's watermark relies on it (featurestore.latest).
+        # back: the latest-values merger's watermark relies on it (featurestore.store.merger).
         now = cur.execute("SELECT CURRENT_TIMESTAMP::TIMESTAMP").fetchall()[0][0]
         self._last_created_at = max(now, self._last_created_at)
         return self._last_created_at
@@ -174,7 +175,7 @@ class Store:
     ) -> wire.Result:
         """Run one parameterised SELECT on this thread's cursor (never blocked by a write):
         up to max_rows rows of simple types as rows, any other result as Arrow
-        (featurestore.wire).
+        (featurestore.reads.wire).
 
         guarded=False only for statements built here from ones that passed the guard.
         """

@@ -11,14 +11,16 @@ import duckdb
 import pyarrow as pa
 import redis
 
-from featurestore import batch, metrics, registry, training
+from featurestore import metrics
 from featurestore.errors import ValidationError
-from featurestore.latest import Merger
-from featurestore.online import OnlineStore, latest_updates_sql
+from featurestore.ingest import batch
 from featurestore.progress import Progress
-from featurestore.read_groups import GroupedReads
+from featurestore.reads.groups import GroupedReads
 from featurestore.settings import Settings
-from featurestore.store import OffsetSpan, Store, WriteResult
+from featurestore.store import registry, training
+from featurestore.store.database import OffsetSpan, Store, WriteResult
+from featurestore.store.merger import Merger
+from featurestore.store.online import OnlineStore, latest_updates_sql
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,8 @@ class DuckDBService:
         return result
 
     def read_many(self, requests: list[tuple[str, Any]]) -> list[bytes | tuple[str, str]]:
-        """Run a batch of reads; each gives its result's bytes (featurestore.wire) or (error
-        type, message). Reads sharing a statement run as one (featurestore.read_groups)."""
+        """Run a batch of reads; each gives its result's bytes (featurestore.reads.wire) or (error
+        type, message). Reads sharing a statement run as one (featurestore.reads.groups)."""
         return self._reads.run(requests)
 
     def build_training_set(

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from featurestore.query import query
+from tasks.client.query import query
 
-# From the latest-values table (featurestore.latest): one row per feature of the entity,
+# From the latest-values table (featurestore.store.merger): one row per feature of the entity,
 # however long its history, as fresh as the last merge (one merge interval behind at most
 # while writes arrive). Sorted here: an ORDER BY costs DuckDB more than this sort.
 LATEST_SQL = """

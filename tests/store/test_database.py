@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from featurestore.errors import QueryError, ReadOnlyError
-from featurestore.store import OffsetSpan, Store
+from featurestore.store.database import OffsetSpan, Store
 
 
 def rows(n: int, start: int = 0) -> pa.Table:

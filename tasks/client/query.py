@@ -1,7 +1,7 @@
 """The one query function every caller uses: parameterised SQL in, typed objects out.
 
 The DuckDB service runs the read in its own process and returns its result through the
-Redis result backend (featurestore.wire); this side waits, decodes and maps rows into the
+Redis result backend (featurestore.reads.wire); this side waits, decodes and maps rows into the
 caller's type.
 """
 
@@ -16,9 +16,9 @@ import pyarrow as pa
 from celery import Celery
 from pydantic import TypeAdapter
 
-from featurestore import wire
 from featurestore.errors import QueryTimeoutError
-from featurestore.read_batching import coalescer
+from featurestore.reads import wire
+from tasks.client.coalescer import coalescer
 
 T = TypeVar("T")
 

@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from featurestore import latest
-from featurestore.store import OffsetSpan, Store
+from featurestore.store import merger
+from featurestore.store.database import OffsetSpan, Store
 
 T0 = dt.datetime(2024, 3, 1)
 
@@ -74,9 +74,9 @@ def test_merges_match_brute_force_with_ties_across_batches(store: Store) -> None
             table = random_batch(rng, rng.randrange(1, 60))
             write(store, table, offset)
             offset += table.num_rows
-        assert latest.merge(store.cursor()).rows > 0
+        assert merger.merge(store.cursor()).rows > 0
         assert stored(store) == brute_force(store)
-        assert latest.merge(store.cursor()).rows == 0
+        assert merger.merge(store.cursor()).rows == 0
 
 
 def test_an_older_event_written_later_does_not_replace_a_newer_one(store: Store) -> None:
@@ -91,12 +91,12 @@ def test_an_older_event_written_later_does_not_replace_a_newer_one(store: Store)
         )
 
     write(store, one(1.0, 5), 0)
-    latest.merge(store.cursor())
+    merger.merge(store.cursor())
     write(store, one(2.0, 1), 1)
-    latest.merge(store.cursor())
+    merger.merge(store.cursor())
     assert stored(store) == {("e", "f"): (1.0, T0 + dt.timedelta(hours=5))}
     write(store, one(0.5, 5), 2)  # same event time, written later: it wins
-    latest.merge(store.cursor())
+    merger.merge(store.cursor())
     assert stored(store) == {("e", "f"): (0.5, T0 + dt.timedelta(hours=5))}
 
 
@@ -104,16 +104,16 @@ def test_a_reopened_store_resumes_from_the_watermark(tmp_path: Path) -> None:
     rng = random.Random(3)
     store = Store(tmp_path / "features.duckdb")
     write(store, random_batch(rng, 40), 0)
-    latest.merge(store.cursor())
-    through = latest.merged_through(store.cursor())
+    merger.merge(store.cursor())
+    through = merger.merged_through(store.cursor())
     write(store, random_batch(rng, 40), 40)  # written, not merged, when the process stops
     store.close()
 
     reopened = Store(tmp_path / "features.duckdb")
-    assert latest.merged_through(reopened.cursor()) == through
-    latest.merge(reopened.cursor())
+    assert merger.merged_through(reopened.cursor()) == through
+    merger.merge(reopened.cursor())
     assert stored(reopened) == brute_force(reopened)
-    assert latest.merged_through(reopened.cursor()) > through
+    assert merger.merged_through(reopened.cursor()) > through
 
 
 def test_a_merge_takes_whole_writes_up_to_its_row_cap(store: Store) -> None:
@@ -125,7 +125,7 @@ def test_a_merge_takes_whole_writes_up_to_its_row_cap(store: Store) -> None:
         offset += size
     steps = []
     while True:
-        result = latest.merge(store.cursor(), max_rows=70)
+        result = merger.merge(store.cursor(), max_rows=70)
         if not result.rows:
             break
         steps.append(result.more)
@@ -137,28 +137,28 @@ def test_a_merge_takes_whole_writes_up_to_its_row_cap(store: Store) -> None:
 def test_merger_thread_catches_up_and_reports_when_merged(store: Store) -> None:
     rng = random.Random(5)
     write(store, random_batch(rng, 30), 0)  # before the merger starts
-    merger = latest.Merger(store.cursor, interval_s=0.05)
-    merger.start()
+    table_merger = merger.Merger(store.cursor, interval_s=0.05)
+    table_merger.start()
     try:
-        assert merger.wait_merged(timeout=30)
+        assert table_merger.wait_merged(timeout=30)
         assert stored(store) == brute_force(store)
         write(store, random_batch(rng, 30), 30)
-        merger.written()
-        assert merger.wait_merged(timeout=30)
+        table_merger.written()
+        assert table_merger.wait_merged(timeout=30)
         assert stored(store) == brute_force(store)
     finally:
-        merger.stop()
+        table_merger.stop()
 
 
 def test_writes_after_the_clock_steps_back_are_still_merged(store: Store) -> None:
     rng = random.Random(13)
     write(store, random_batch(rng, 20), 0)
-    latest.merge(store.cursor())
+    merger.merge(store.cursor())
     # As if the clock had been an hour ahead for the next write and then stepped back.
-    store._last_created_at = latest.merged_through(store.cursor()) + dt.timedelta(hours=1)
+    store._last_created_at = merger.merged_through(store.cursor()) + dt.timedelta(hours=1)
     write(store, random_batch(rng, 20), 20)
-    latest.merge(store.cursor())
+    merger.merge(store.cursor())
     write(store, random_batch(rng, 20), 40)  # the clock is "behind" the last write now
     # It shares the watermark's created_at, so that whole group is merged again.
-    assert latest.merge(store.cursor()).rows == 40
+    assert merger.merge(store.cursor()).rows == 40
     assert stored(store) == brute_force(store)

@@ -8,7 +8,7 @@ import redis
 
 from featurestore.constants import PROD_MODELS_KEY
 from featurestore.errors import ValidationError
-from featurestore.online import OnlineStore, OnlineValue, as_text
+from featurestore.store.online import OnlineStore, OnlineValue, as_text
 
 
 @dataclass(frozen=True)

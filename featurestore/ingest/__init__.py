@@ -1,0 +1,2 @@
+"""Ingest: feature events and files validated, and the write-batch format for the DuckDB
+service."""

@@ -1,0 +1,1 @@
+"""Reads: the read-only guard, grouped reads, the result wire format, and the shared reads."""

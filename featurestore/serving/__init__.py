@@ -1,0 +1,1 @@
+"""Serving: production models synced from Azure Blob Storage, their runtime, and Predict."""
