@@ -36,7 +36,7 @@ from featurestore.reads.features import LATEST_SQL, latest_features
 from featurestore.settings import Settings
 from featurestore.store.database import ARROW_COPY_WARNING
 from tasks.app import configure
-from tasks.client.query import query_table
+from tasks.client.query import CeleryReader, query_table
 
 log = logging.getLogger("bench.read")
 
@@ -107,7 +107,7 @@ def through_celery(settings: Settings) -> dict[str, float]:
     calls = {
         "noop": lambda i: app.send_task(constants.TASK_READ_MANY, args=[[]]).get(timeout=10),
         "select1": lambda i: query_table(app, "SELECT 1 AS one"),
-        "read": lambda i: latest_features(app, entity(i)),
+        "read": lambda i: latest_features(CeleryReader(app), entity(i)),
     }
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for call in calls.values():
@@ -120,7 +120,8 @@ def through_celery(settings: Settings) -> dict[str, float]:
     with ThreadPoolExecutor(50) as pool:
         c50 = list(
             pool.map(
-                lambda i: timed(lambda j: latest_features(app, entity(j)), 1)[0], range(READS_C50)
+                lambda i: timed(lambda j: latest_features(CeleryReader(app), entity(j)), 1)[0],
+                range(READS_C50),
             )
         )
     elapsed = now() - began

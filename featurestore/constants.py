@@ -5,6 +5,8 @@ DEAD_LETTER_TOPIC = "features.dead-letter"
 
 WRITE_QUEUE = "duckdb_write_queue"
 READ_QUEUE = "duckdb_read_queue"
+# Artifact downloads run in a worker of their own: never in the DuckDB service.
+MODEL_SYNC_QUEUE = "model_sync_queue"
 
 PROD_MODELS_KEY = "prod_models"
 
@@ -12,6 +14,18 @@ PROD_MODELS_KEY = "prod_models"
 def model_artifact_key(model_id: str, extension: str) -> str:
     """Redis key holding the bytes of one artifact of a production model."""
     return f"model:{model_id}:{extension}"
+
+
+def model_manifest_key(model_id: str) -> str:
+    """Redis key of a served model's manifest (JSON): version, artifacts and their ETags,
+    expected features. Written in the same MULTI as the artifacts, so the manifest and the
+    artifact keys always describe one version."""
+    return f"model_manifest:{model_id}"
+
+
+def model_sync_status_key(model_id: str) -> str:
+    """Redis key of a model's last sync outcome (JSON): last success, last error and why."""
+    return f"model_sync_status:{model_id}"
 
 
 def online_feature_key(entity_id: str) -> str:

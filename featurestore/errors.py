@@ -7,8 +7,12 @@ FeatureStoreError
  |    +-- ToolMissingError      a program or download it needs is not there
  |    +-- QueryTimeoutError          the DuckDB service did not answer a read in time
  +-- ValidationError        input (a row, a message, a file) is not acceptable
+ |    +-- LimitError            a request is over a configured limit (size, entities)
  +-- QueryError             DuckDB failed a read (its message is kept)
-      +-- ReadOnlyError     a read tried to write or ran several statements
+ |    +-- ReadOnlyError     a read tried to write or ran several statements
+ +-- ModelNotFoundError     the model is not served (not in production, or not synced)
+ +-- MissingFeaturesError   a prediction lacks feature values; names each one
+ +-- ArtifactError          a model artifact failed validation; `reason` labels why
 """
 
 
@@ -46,3 +50,29 @@ class ReadOnlyError(QueryError):
 
 class QueryTimeoutError(ServiceError):
     """The DuckDB service did not answer a read within its timeout."""
+
+
+class LimitError(ValidationError):
+    """A request is over a configured limit; the message names the limit."""
+
+
+class ModelNotFoundError(FeatureStoreError):
+    """The model is not served: not in production, or not synced into Redis yet."""
+
+
+class MissingFeaturesError(FeatureStoreError):
+    """Feature values a model needs are missing; `missing` maps entity id -> feature names."""
+
+    def __init__(self, model_id: str, missing: dict[str, list[str]]) -> None:
+        self.model_id = model_id
+        self.missing = missing
+        parts = "; ".join(f"{entity}: {', '.join(names)}" for entity, names in missing.items())
+        super().__init__(f"model {model_id} is missing features ({parts})")
+
+
+class ArtifactError(FeatureStoreError):
+    """A model artifact failed validation; `reason` is a short label (for metrics)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)

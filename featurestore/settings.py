@@ -74,8 +74,20 @@ class Settings(BaseSettings):
     query_timeout_s: float = 30.0
     consumer_group: str = "featurestore-bridge"
 
-    # Model sync
+    # Model sync and serving
     model_sync_interval_s: float = 60.0
+    model_sync_queue: str = constants.MODEL_SYNC_QUEUE
+    # A blob over this size is refused (and logged), never downloaded.
+    max_artifact_bytes: int = 512 * 1024 * 1024
+    # Pickle and joblib artifacts run arbitrary code when loaded: refused unless an operator
+    # opts in (see README, "Models").
+    allow_pickle: bool = False
+    # How often a gRPC process looks for newly published model versions.
+    model_refresh_interval_s: float = 1.0
+    # Per gRPC call.
+    max_entities_per_call: int = 1000
+    grpc_max_message_bytes: int = 4 * 1024 * 1024
+    metrics_port_model_sync: int = 9105
 
     # Serving and observability
     grpc_host: str = "[::]"

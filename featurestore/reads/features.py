@@ -5,9 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from celery import Celery
-
-from tasks.client.query import query
+from featurestore.reads.reader import Reader
 
 # From the latest-values table (featurestore.store.merger): one row per feature of the entity,
 # however long its history, as fresh as the last merge (one merge interval behind at most
@@ -27,7 +25,9 @@ class LatestFeature:
     event_timestamp: dt.datetime
 
 
-def latest_features(app: Celery, entity_id: str, *, timeout: float = 10.0) -> list[LatestFeature]:
+def latest_features(
+    reader: Reader, entity_id: str, *, timeout: float = 10.0
+) -> list[LatestFeature]:
     """Newest value of every feature of one entity, by feature name (empty when unknown)."""
-    found = query(app, LATEST_SQL, [entity_id], LatestFeature, timeout=timeout)
+    found = reader.query(LATEST_SQL, [entity_id], LatestFeature, timeout=timeout)
     return sorted(found, key=lambda feature: feature.feature_name)

@@ -19,7 +19,7 @@ from featurestore.ingest import batch
 from featurestore.reads.features import latest_features
 from featurestore.settings import Settings
 from tasks.app import configure
-from tasks.client.query import query, query_table
+from tasks.client.query import CeleryReader, query, query_table
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -224,14 +224,14 @@ def test_latest_features_of_an_entity(stack: Settings) -> None:
     )
     send_write(stack, table, f"latest-{tag}").get(timeout=60)  # type: ignore[attr-defined]
     # The latest-values table follows the writes within a merge interval.
-    assert wait_until(lambda: len(latest_features(app, f"{tag}a")) == 2, timeout=30)
-    latest = latest_features(app, f"{tag}a")
+    assert wait_until(lambda: len(latest_features(CeleryReader(app), f"{tag}a")) == 2, timeout=30)
+    latest = latest_features(CeleryReader(app), f"{tag}a")
     # f1 has a tie at t0+2h: the largest value wins within one batch
     assert [(f.feature_name, f.value, f.event_timestamp) for f in latest] == [
         ("f0", 2.0, t0 + dt.timedelta(hours=1)),
         ("f1", 7.0, t0 + dt.timedelta(hours=2)),
     ]
-    assert latest_features(app, f"{tag}nobody") == []
+    assert latest_features(CeleryReader(app), f"{tag}nobody") == []
 
     # A later write of an older event leaves the value; a newer event replaces it.
     later = pa.table(
@@ -245,5 +245,6 @@ def test_latest_features_of_an_entity(stack: Settings) -> None:
     )
     send_write(stack, later, f"latest2-{tag}").get(timeout=60)  # type: ignore[attr-defined]
     assert wait_until(
-        lambda: [f.value for f in latest_features(app, f"{tag}a")] == [2.0, 42.0], timeout=30
+        lambda: [f.value for f in latest_features(CeleryReader(app), f"{tag}a")] == [2.0, 42.0],
+        timeout=30,
     )

@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from featurestore import cli_models, services, stack
+from featurestore import services, stack
+from featurestore.cli import models as cli_models
 from featurestore.errors import FeatureStoreError
 from featurestore.logs import setup_logging
 from featurestore.settings import Settings, load_settings
@@ -141,7 +142,6 @@ def cmd_rebuild_online(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_model(settings: Settings, args: argparse.Namespace) -> int:
     """Model registry commands."""
-    from featurestore import cli_models
     from tasks.app import configure
 
     return cli_models.run(settings, configure(settings), args)
@@ -234,7 +234,3 @@ def main(argv: list[str] | None = None) -> int:
         log.error("command_failed command=%s error=%s", args.command, exc)
         print(f"fstore {args.command}: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
