@@ -34,11 +34,17 @@ fmt: setup
 types: setup
 	$(VENV)/bin/mypy featurestore tasks bridge grpc_server tests bench
 
-# The one place generated protobuf code comes from.
+# The one place generated protobuf code comes from. protos/kserve/grpc_predict_v2.proto is
+# KServe's Open Inference Protocol file, unmodified (see protos/kserve/README.md for its source).
+# Mapping protos/ to the output package makes the generated modules import each other
+# as grpc_server.generated.*.
 protos: setup
 	PATH=$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -I$(PROTO_OUT)=protos \
 		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. \
 		$(PROTO_OUT)/featurestore.proto
+	PATH=$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -I$(PROTO_OUT)=protos/kserve \
+		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. \
+		$(PROTO_OUT)/grpc_predict_v2.proto
 
 check-protos: setup
 	rm -rf /tmp/fstore-protos && mkdir -p /tmp/fstore-protos
@@ -46,6 +52,10 @@ check-protos: setup
 		--python_out=/tmp/fstore-protos --grpc_python_out=/tmp/fstore-protos \
 		--mypy_out=/tmp/fstore-protos --mypy_grpc_out=/tmp/fstore-protos \
 		$(PROTO_OUT)/featurestore.proto
+	PATH=$(VENV)/bin:$$PATH $(PY) -m grpc_tools.protoc -I$(PROTO_OUT)=protos/kserve \
+		--python_out=/tmp/fstore-protos --grpc_python_out=/tmp/fstore-protos \
+		--mypy_out=/tmp/fstore-protos --mypy_grpc_out=/tmp/fstore-protos \
+		$(PROTO_OUT)/grpc_predict_v2.proto
 	for f in /tmp/fstore-protos/$(PROTO_OUT)/*; do \
 		diff -u "$(PROTO_OUT)/$$(basename $$f)" "$$f" || { echo "generated code drifted: run make protos"; exit 1; }; \
 	done
