@@ -47,9 +47,9 @@ _ENTITIES_PER_CALL = 1000
 MAX_FIELDS_PER_RECORD = 500
 
 
-def latest_updates_sql(source: str) -> str:
+def online_updates_sql(source: str) -> str:
     """SQL giving, for a table of feature rows, one (entity_id, updates) row per entity
-    chunk: the newest value of each of its features, packed for apply_latest."""
+    chunk: the newest value of each of its features, packed for apply_updates."""
     return f"""
     SELECT entity_id,
            string_agg(feature_name || chr(31) || micros::VARCHAR || chr(31) || value::VARCHAR
@@ -85,11 +85,11 @@ class OnlineStore:
         self.client = client
         self._script = client.register_script(_SET_IF_NEWER)
 
-    def apply_latest(self, latest: pa.Table) -> int:
+    def apply_updates(self, updates_table: pa.Table) -> int:
         """Apply rows (entity_id, updates) where updates packs the entity's newest values
-        as the script reads them (see latest_updates_sql); returns fields written."""
-        entities = latest.column("entity_id").to_pylist()
-        updates = latest.column("updates").to_pylist()
+        as the script reads them (see online_updates_sql); returns fields written."""
+        entities = updates_table.column("entity_id").to_pylist()
+        updates = updates_table.column("updates").to_pylist()
         changed = 0
         for start in range(0, len(entities), _ENTITIES_PER_CALL):
             stop = start + _ENTITIES_PER_CALL

@@ -20,16 +20,16 @@ from featurestore.settings import Settings
 from featurestore.store import registry, training
 from featurestore.store.database import OffsetSpan, Store, WriteResult
 from featurestore.store.merger import Merger
-from featurestore.store.online import OnlineStore, latest_updates_sql
+from featurestore.store.online import OnlineStore, online_updates_sql
 
 log = logging.getLogger(__name__)
 
 
-def latest_per_pair(cur: duckdb.DuckDBPyConnection, rows: pa.Table) -> pa.Table:
+def online_updates(cur: duckdb.DuckDBPyConnection, rows: pa.Table) -> pa.Table:
     """The online store's updates for a table of feature rows."""
     cur.register("batch_rows", rows)
     try:
-        return cur.sql(latest_updates_sql("batch_rows")).to_arrow_table()
+        return cur.sql(online_updates_sql("batch_rows")).to_arrow_table()
     finally:
         cur.unregister("batch_rows")
 
@@ -53,7 +53,7 @@ class DuckDBService:
         self.latest.written()
         # Applied for every row, duplicates included: a worker killed between the DuckDB
         # commit and this update gets a second chance when the batch is redelivered.
-        self.online.apply_latest(latest_per_pair(self.store.cursor(), rows))
+        self.online.apply_updates(online_updates(self.store.cursor(), rows))
         elapsed = time.perf_counter() - began
         metrics.WRITE_ROWS.labels("inserted").inc(result.inserted)
         metrics.WRITE_ROWS.labels("duplicate").inc(result.duplicates)
@@ -95,11 +95,11 @@ class DuckDBService:
         """Merge the newest value of every (entity, feature) in DuckDB into the online store
         (values already there and as new are kept); returns the fields written."""
         cur = self.store.cursor()
-        reader = cur.sql(latest_updates_sql("features")).to_arrow_reader(10_000)
+        reader = cur.sql(online_updates_sql("features")).to_arrow_reader(10_000)
         written = 0
         with Progress("rebuild-online", None, unit="entities") as progress:
             for chunk in reader:
-                written += self.online.apply_latest(pa.Table.from_batches([chunk]))
+                written += self.online.apply_updates(pa.Table.from_batches([chunk]))
                 progress.update(chunk.num_rows)
         log.info("online_rebuilt fields_written=%d", written)
         return written

@@ -62,7 +62,7 @@ def outcome_to_result(outcome: Any) -> bytes:
     raise _ERRORS.get(kind, QueryError)(message)
 
 
-class ReadCoalescer:
+class Coalescer:
     """Groups the reads waiting in this process into read_many tasks."""
 
     def __init__(self, app: Celery, read_queue: Queue) -> None:
@@ -207,15 +207,15 @@ class ReadCoalescer:
 
 
 _lock = threading.Lock()
-_coalescers: dict[tuple[int, int], ReadCoalescer] = {}
+_coalescers: dict[tuple[int, int], Coalescer] = {}
 
 
-def coalescer(app: Celery) -> ReadCoalescer:
+def coalescer(app: Celery) -> Coalescer:
     """This process's coalescer for the app (made on first use; a forked child makes its own)."""
     key = (os.getpid(), id(app))
     with _lock:
         found = _coalescers.get(key)
         if found is None:
             read_queue = app.amqp.router.route({}, constants.TASK_READ_MANY)["queue"]
-            found = _coalescers[key] = ReadCoalescer(app, read_queue)
+            found = _coalescers[key] = Coalescer(app, read_queue)
         return found
