@@ -25,7 +25,7 @@ from featurestore.store.registry import ExpectedFeature
 _IR_VERSION = 10
 _OPSET = 17
 
-FeatureSpec = Sequence[tuple[str, str]] | Sequence[ExpectedFeature]
+FeatureSpec = Sequence[tuple[str, str] | ExpectedFeature]
 
 
 def _elem(dtype: type[np.floating]) -> int:
