@@ -25,23 +25,63 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(grpc_server/generated/featurestore.proto\x12\x0f\x66\x65\x61turestore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"D\n\x18GetOnlineFeaturesRequest\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x15\n\rfeature_names\x18\x02 \x03(\t\"y\n\x0c\x46\x65\x61tureValue\x12\x14\n\x0c\x66\x65\x61ture_name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x33\n\x0f\x65vent_timestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07present\x18\x04 \x01(\x08\"_\n\x19GetOnlineFeaturesResponse\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12/\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x1d.featurestore.v1.FeatureValue\"\x13\n\x11ListModelsRequest\"\'\n\x12ListModelsResponse\x12\x11\n\tmodel_ids\x18\x01 \x03(\t2\xd1\x01\n\x0c\x46\x65\x61tureStore\x12j\n\x11GetOnlineFeatures\x12).featurestore.v1.GetOnlineFeaturesRequest\x1a*.featurestore.v1.GetOnlineFeaturesResponse\x12U\n\nListModels\x12\".featurestore.v1.ListModelsRequest\x1a#.featurestore.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(grpc_server/generated/featurestore.proto\x12\x0f\x66\x65\x61turestore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"X\n\x18GetOnlineFeaturesRequest\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x15\n\rfeature_names\x18\x02 \x03(\t\x12\x12\n\nentity_ids\x18\x03 \x03(\t\"y\n\x0c\x46\x65\x61tureValue\x12\x14\n\x0c\x66\x65\x61ture_name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x33\n\x0f\x65vent_timestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07present\x18\x04 \x01(\x08\"T\n\x0e\x45ntityFeatures\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12/\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x1d.featurestore.v1.FeatureValue\"\x91\x01\n\x19GetOnlineFeaturesResponse\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12/\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x1d.featurestore.v1.FeatureValue\x12\x30\n\x07results\x18\x03 \x03(\x0b\x32\x1f.featurestore.v1.EntityFeatures\"\x13\n\x11ListModelsRequest\"\'\n\x12ListModelsResponse\x12\x11\n\tmodel_ids\x18\x01 \x03(\t\"#\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\xa5\x01\n\x0c\x41rtifactInfo\x12\x11\n\textension\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12-\n\tsynced_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rartifact_type\x18\x05 \x01(\t\x12\x11\n\tcontainer\x18\x06 \x01(\t\x12\x0c\n\x04\x62lob\x18\x07 \x01(\t\"<\n\x0f\x45xpectedFeature\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\"V\n\tSyncError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xea\x02\n\x10GetModelResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x30\n\tartifacts\x18\x03 \x03(\x0b\x32\x1d.featurestore.v1.ArtifactInfo\x12;\n\x11\x65xpected_features\x18\x04 \x03(\x0b\x32 .featurestore.v1.ExpectedFeature\x12\x0e\n\x06served\x18\x05 \x01(\x08\x12\x33\n\x0flast_sync_error\x18\x06 \x01(\x0b\x32\x1a.featurestore.v1.SyncError\x12\x33\n\x0flast_success_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10rejected_version\x18\x08 \x01(\t\x12\x30\n\x0cpublished_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x10\x46\x65\x61tureOverrides\x12=\n\x06values\x18\x01 \x03(\x0b\x32-.featurestore.v1.FeatureOverrides.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xf6\x01\n\x0ePredictRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nentity_ids\x18\x02 \x03(\t\x12\x41\n\toverrides\x18\x03 \x03(\x0b\x32..featurestore.v1.PredictRequest.OverridesEntry\x12\x17\n\nrequest_id\x18\x04 \x01(\tH\x00\x88\x01\x01\x1aS\n\x0eOverridesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x30\n\x05value\x18\x02 \x01(\x0b\x32!.featurestore.v1.FeatureOverrides:\x02\x38\x01\x42\r\n\x0b_request_id\";\n\x0bModelOutput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x0e\n\x06labels\x18\x03 \x03(\t\"\xdd\x01\n\x0bUsedFeature\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x33\n\x0f\x65vent_timestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x06origin\x18\x04 \x01(\x0e\x32#.featurestore.v1.UsedFeature.Origin\"G\n\x06Origin\x12\x16\n\x12ORIGIN_UNSPECIFIED\x10\x00\x12\n\n\x06ONLINE\x10\x01\x12\x0c\n\x08\x46\x41LLBACK\x10\x02\x12\x0b\n\x07REQUEST\x10\x03\"\x84\x01\n\x10\x45ntityPrediction\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12-\n\x07outputs\x18\x02 \x03(\x0b\x32\x1c.featurestore.v1.ModelOutput\x12.\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x1c.featurestore.v1.UsedFeature\"\x86\x01\n\x0fPredictResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x36\n\x0bpredictions\x18\x04 \x03(\x0b\x32!.featurestore.v1.EntityPrediction\"{\n\x0c\x46\x65\x61tureEvent\x12\x11\n\tentity_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66\x65\x61ture_name\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x33\n\x0f\x65vent_timestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"D\n\x13PushFeaturesRequest\x12-\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1d.featurestore.v1.FeatureEvent\"(\n\x14PushFeaturesResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x32\xcd\x03\n\x0c\x46\x65\x61tureStore\x12j\n\x11GetOnlineFeatures\x12).featurestore.v1.GetOnlineFeaturesRequest\x1a*.featurestore.v1.GetOnlineFeaturesResponse\x12U\n\nListModels\x12\".featurestore.v1.ListModelsRequest\x1a#.featurestore.v1.ListModelsResponse\x12O\n\x08GetModel\x12 .featurestore.v1.GetModelRequest\x1a!.featurestore.v1.GetModelResponse\x12L\n\x07Predict\x12\x1f.featurestore.v1.PredictRequest\x1a .featurestore.v1.PredictResponse\x12[\n\x0cPushFeatures\x12$.featurestore.v1.PushFeaturesRequest\x1a%.featurestore.v1.PushFeaturesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'grpc_server.generated.featurestore_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_FEATUREOVERRIDES_VALUESENTRY']._loaded_options = None
+  _globals['_FEATUREOVERRIDES_VALUESENTRY']._serialized_options = b'8\001'
+  _globals['_PREDICTREQUEST_OVERRIDESENTRY']._loaded_options = None
+  _globals['_PREDICTREQUEST_OVERRIDESENTRY']._serialized_options = b'8\001'
   _globals['_GETONLINEFEATURESREQUEST']._serialized_start=94
-  _globals['_GETONLINEFEATURESREQUEST']._serialized_end=162
-  _globals['_FEATUREVALUE']._serialized_start=164
-  _globals['_FEATUREVALUE']._serialized_end=285
-  _globals['_GETONLINEFEATURESRESPONSE']._serialized_start=287
-  _globals['_GETONLINEFEATURESRESPONSE']._serialized_end=382
-  _globals['_LISTMODELSREQUEST']._serialized_start=384
-  _globals['_LISTMODELSREQUEST']._serialized_end=403
-  _globals['_LISTMODELSRESPONSE']._serialized_start=405
-  _globals['_LISTMODELSRESPONSE']._serialized_end=444
-  _globals['_FEATURESTORE']._serialized_start=447
-  _globals['_FEATURESTORE']._serialized_end=656
+  _globals['_GETONLINEFEATURESREQUEST']._serialized_end=182
+  _globals['_FEATUREVALUE']._serialized_start=184
+  _globals['_FEATUREVALUE']._serialized_end=305
+  _globals['_ENTITYFEATURES']._serialized_start=307
+  _globals['_ENTITYFEATURES']._serialized_end=391
+  _globals['_GETONLINEFEATURESRESPONSE']._serialized_start=394
+  _globals['_GETONLINEFEATURESRESPONSE']._serialized_end=539
+  _globals['_LISTMODELSREQUEST']._serialized_start=541
+  _globals['_LISTMODELSREQUEST']._serialized_end=560
+  _globals['_LISTMODELSRESPONSE']._serialized_start=562
+  _globals['_LISTMODELSRESPONSE']._serialized_end=601
+  _globals['_GETMODELREQUEST']._serialized_start=603
+  _globals['_GETMODELREQUEST']._serialized_end=638
+  _globals['_ARTIFACTINFO']._serialized_start=641
+  _globals['_ARTIFACTINFO']._serialized_end=806
+  _globals['_EXPECTEDFEATURE']._serialized_start=808
+  _globals['_EXPECTEDFEATURE']._serialized_end=868
+  _globals['_SYNCERROR']._serialized_start=870
+  _globals['_SYNCERROR']._serialized_end=956
+  _globals['_GETMODELRESPONSE']._serialized_start=959
+  _globals['_GETMODELRESPONSE']._serialized_end=1321
+  _globals['_FEATUREOVERRIDES']._serialized_start=1324
+  _globals['_FEATUREOVERRIDES']._serialized_end=1452
+  _globals['_FEATUREOVERRIDES_VALUESENTRY']._serialized_start=1407
+  _globals['_FEATUREOVERRIDES_VALUESENTRY']._serialized_end=1452
+  _globals['_PREDICTREQUEST']._serialized_start=1455
+  _globals['_PREDICTREQUEST']._serialized_end=1701
+  _globals['_PREDICTREQUEST_OVERRIDESENTRY']._serialized_start=1603
+  _globals['_PREDICTREQUEST_OVERRIDESENTRY']._serialized_end=1686
+  _globals['_MODELOUTPUT']._serialized_start=1703
+  _globals['_MODELOUTPUT']._serialized_end=1762
+  _globals['_USEDFEATURE']._serialized_start=1765
+  _globals['_USEDFEATURE']._serialized_end=1986
+  _globals['_USEDFEATURE_ORIGIN']._serialized_start=1915
+  _globals['_USEDFEATURE_ORIGIN']._serialized_end=1986
+  _globals['_ENTITYPREDICTION']._serialized_start=1989
+  _globals['_ENTITYPREDICTION']._serialized_end=2121
+  _globals['_PREDICTRESPONSE']._serialized_start=2124
+  _globals['_PREDICTRESPONSE']._serialized_end=2258
+  _globals['_FEATUREEVENT']._serialized_start=2260
+  _globals['_FEATUREEVENT']._serialized_end=2383
+  _globals['_PUSHFEATURESREQUEST']._serialized_start=2385
+  _globals['_PUSHFEATURESREQUEST']._serialized_end=2453
+  _globals['_PUSHFEATURESRESPONSE']._serialized_start=2455
+  _globals['_PUSHFEATURESRESPONSE']._serialized_end=2495
+  _globals['_FEATURESTORE']._serialized_start=2498
+  _globals['_FEATURESTORE']._serialized_end=2959
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -21,22 +22,28 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class GetOnlineFeaturesRequest(_message.Message):
+    """Set entity_id (one entity, the original form) or entity_ids (many), not both."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTITY_ID_FIELD_NUMBER: _builtins.int
     FEATURE_NAMES_FIELD_NUMBER: _builtins.int
+    ENTITY_IDS_FIELD_NUMBER: _builtins.int
     entity_id: _builtins.str
     @_builtins.property
     def feature_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def entity_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
         entity_id: _builtins.str = ...,
         feature_names: _abc.Iterable[_builtins.str] | None = ...,
+        entity_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "feature_names", b"feature_names"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "entity_ids", b"entity_ids", "feature_names", b"feature_names"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -73,7 +80,7 @@ class FeatureValue(_message.Message):
 Global___FeatureValue: _TypeAlias = FeatureValue  # noqa: Y015
 
 @_typing.final
-class GetOnlineFeaturesResponse(_message.Message):
+class EntityFeatures(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTITY_ID_FIELD_NUMBER: _builtins.int
@@ -90,6 +97,36 @@ class GetOnlineFeaturesResponse(_message.Message):
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "features", b"features"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EntityFeatures: _TypeAlias = EntityFeatures  # noqa: Y015
+
+@_typing.final
+class GetOnlineFeaturesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_ID_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    entity_id: _builtins.str
+    """Filled when exactly one entity was asked for (what single-entity callers read)."""
+    @_builtins.property
+    def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureValue]: ...
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___EntityFeatures]:
+        """Every requested entity, in request order."""
+
+    def __init__(
+        self,
+        *,
+        entity_id: _builtins.str = ...,
+        features: _abc.Iterable[Global___FeatureValue] | None = ...,
+        results: _abc.Iterable[Global___EntityFeatures] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "features", b"features", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -129,3 +166,480 @@ class ListModelsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
+
+@_typing.final
+class GetModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelRequest: _TypeAlias = GetModelRequest  # noqa: Y015
+
+@_typing.final
+class ArtifactInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXTENSION_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    SYNCED_AT_FIELD_NUMBER: _builtins.int
+    ARTIFACT_TYPE_FIELD_NUMBER: _builtins.int
+    CONTAINER_FIELD_NUMBER: _builtins.int
+    BLOB_FIELD_NUMBER: _builtins.int
+    extension: _builtins.str
+    bytes: _builtins.int
+    etag: _builtins.str
+    artifact_type: _builtins.str
+    """As registered: "model", "scaler", ..."""
+    container: _builtins.str
+    blob: _builtins.str
+    @_builtins.property
+    def synced_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        extension: _builtins.str = ...,
+        bytes: _builtins.int = ...,
+        etag: _builtins.str = ...,
+        synced_at: _timestamp_pb2.Timestamp | None = ...,
+        artifact_type: _builtins.str = ...,
+        container: _builtins.str = ...,
+        blob: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["synced_at", b"synced_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_type", b"artifact_type", "blob", b"blob", "bytes", b"bytes", "container", b"container", "etag", b"etag", "extension", b"extension", "synced_at", b"synced_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArtifactInfo: _TypeAlias = ArtifactInfo  # noqa: Y015
+
+@_typing.final
+class ExpectedFeature(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    name: _builtins.str
+    type: _builtins.str
+    """"float", "int" or "bool"."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "name", b"name", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpectedFeature: _TypeAlias = ExpectedFeature  # noqa: Y015
+
+@_typing.final
+class SyncError(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """A short label, the same as the sync's failure metric: "onnx_invalid", "input_width", ..."""
+    message: _builtins.str
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncError: _TypeAlias = SyncError  # noqa: Y015
+
+@_typing.final
+class GetModelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ARTIFACTS_FIELD_NUMBER: _builtins.int
+    EXPECTED_FEATURES_FIELD_NUMBER: _builtins.int
+    SERVED_FIELD_NUMBER: _builtins.int
+    LAST_SYNC_ERROR_FIELD_NUMBER: _builtins.int
+    LAST_SUCCESS_AT_FIELD_NUMBER: _builtins.int
+    REJECTED_VERSION_FIELD_NUMBER: _builtins.int
+    PUBLISHED_AT_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    version: _builtins.str
+    """Empty when no version is served."""
+    served: _builtins.bool
+    rejected_version: _builtins.str
+    """A version that failed validation and is not served (the previous one still is)."""
+    @_builtins.property
+    def artifacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArtifactInfo]: ...
+    @_builtins.property
+    def expected_features(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExpectedFeature]: ...
+    @_builtins.property
+    def last_sync_error(self) -> Global___SyncError:
+        """Unset when no sync of this model has failed."""
+
+    @_builtins.property
+    def last_success_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset when no sync of this model has succeeded."""
+
+    @_builtins.property
+    def published_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        version: _builtins.str = ...,
+        artifacts: _abc.Iterable[Global___ArtifactInfo] | None = ...,
+        expected_features: _abc.Iterable[Global___ExpectedFeature] | None = ...,
+        served: _builtins.bool = ...,
+        last_sync_error: Global___SyncError | None = ...,
+        last_success_at: _timestamp_pb2.Timestamp | None = ...,
+        rejected_version: _builtins.str = ...,
+        published_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_success_at", b"last_success_at", "last_sync_error", b"last_sync_error", "published_at", b"published_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "expected_features", b"expected_features", "last_success_at", b"last_success_at", "last_sync_error", b"last_sync_error", "model_id", b"model_id", "published_at", b"published_at", "rejected_version", b"rejected_version", "served", b"served", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelResponse: _TypeAlias = GetModelResponse  # noqa: Y015
+
+@_typing.final
+class FeatureOverrides(_message.Message):
+    """Values of one entity's features given with the request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        values: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureOverrides: _TypeAlias = FeatureOverrides  # noqa: Y015
+
+@_typing.final
+class PredictRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class OverridesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___FeatureOverrides: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___FeatureOverrides | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    ENTITY_IDS_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    request_id: _builtins.str
+    """Echoed in the response; one is generated when not given."""
+    @_builtins.property
+    def entity_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def overrides(self) -> _containers.MessageMap[_builtins.str, Global___FeatureOverrides]:
+        """entity_id -> feature values that override or fill in the stored ones."""
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        entity_ids: _abc.Iterable[_builtins.str] | None = ...,
+        overrides: _abc.Mapping[_builtins.str, Global___FeatureOverrides] | None = ...,
+        request_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_request_id", b"_request_id", "request_id", b"request_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_request_id", b"_request_id", "entity_ids", b"entity_ids", "model_id", b"model_id", "overrides", b"overrides", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__request_id: _TypeAlias = _typing.Literal["request_id"]  # noqa: Y015
+    _WhichOneofArgType__request_id: _TypeAlias = _typing.Literal["_request_id", b"_request_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__request_id) -> _WhichOneofReturnType__request_id | None: ...
+
+Global___PredictRequest: _TypeAlias = PredictRequest  # noqa: Y015
+
+@_typing.final
+class ModelOutput(_message.Message):
+    """One output of the model for one entity: numbers in `values` (a label, a score, the
+    probabilities of each class), text in `labels` (string class labels).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+        labels: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["labels", b"labels", "name", b"name", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelOutput: _TypeAlias = ModelOutput  # noqa: Y015
+
+@_typing.final
+class UsedFeature(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Origin:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _OriginEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[UsedFeature._Origin.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        ORIGIN_UNSPECIFIED: UsedFeature._Origin.ValueType  # 0
+        ONLINE: UsedFeature._Origin.ValueType  # 1
+        """The Redis online store."""
+        FALLBACK: UsedFeature._Origin.ValueType  # 2
+        """The DuckDB latest-values table, read because the online store had no value."""
+        REQUEST: UsedFeature._Origin.ValueType  # 3
+        """The request's overrides."""
+
+    class Origin(_Origin, metaclass=_OriginEnumTypeWrapper): ...
+    ORIGIN_UNSPECIFIED: UsedFeature.Origin.ValueType  # 0
+    ONLINE: UsedFeature.Origin.ValueType  # 1
+    """The Redis online store."""
+    FALLBACK: UsedFeature.Origin.ValueType  # 2
+    """The DuckDB latest-values table, read because the online store had no value."""
+    REQUEST: UsedFeature.Origin.ValueType  # 3
+    """The request's overrides."""
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    EVENT_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    value: _builtins.float
+    origin: Global___UsedFeature.Origin.ValueType
+    @_builtins.property
+    def event_timestamp(self) -> _timestamp_pb2.Timestamp:
+        """Unset for values given with the request."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        value: _builtins.float = ...,
+        event_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        origin: Global___UsedFeature.Origin.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_timestamp", b"event_timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_timestamp", b"event_timestamp", "name", b"name", "origin", b"origin", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsedFeature: _TypeAlias = UsedFeature  # noqa: Y015
+
+@_typing.final
+class EntityPrediction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_ID_FIELD_NUMBER: _builtins.int
+    OUTPUTS_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    entity_id: _builtins.str
+    @_builtins.property
+    def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelOutput]: ...
+    @_builtins.property
+    def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsedFeature]:
+        """The model's inputs, in expected-feature order."""
+
+    def __init__(
+        self,
+        *,
+        entity_id: _builtins.str = ...,
+        outputs: _abc.Iterable[Global___ModelOutput] | None = ...,
+        features: _abc.Iterable[Global___UsedFeature] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "features", b"features", "outputs", b"outputs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EntityPrediction: _TypeAlias = EntityPrediction  # noqa: Y015
+
+@_typing.final
+class PredictResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PREDICTIONS_FIELD_NUMBER: _builtins.int
+    model_id: _builtins.str
+    model_version: _builtins.str
+    request_id: _builtins.str
+    @_builtins.property
+    def predictions(self) -> _containers.RepeatedCompositeFieldContainer[Global___EntityPrediction]:
+        """One per requested entity, in request order."""
+
+    def __init__(
+        self,
+        *,
+        model_id: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        predictions: _abc.Iterable[Global___EntityPrediction] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_id", b"model_id", "model_version", b"model_version", "predictions", b"predictions", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PredictResponse: _TypeAlias = PredictResponse  # noqa: Y015
+
+@_typing.final
+class FeatureEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_ID_FIELD_NUMBER: _builtins.int
+    FEATURE_NAME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    EVENT_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    entity_id: _builtins.str
+    feature_name: _builtins.str
+    value: _builtins.float
+    @_builtins.property
+    def event_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        entity_id: _builtins.str = ...,
+        feature_name: _builtins.str = ...,
+        value: _builtins.float = ...,
+        event_timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_timestamp", b"event_timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_id", b"entity_id", "event_timestamp", b"event_timestamp", "feature_name", b"feature_name", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeatureEvent: _TypeAlias = FeatureEvent  # noqa: Y015
+
+@_typing.final
+class PushFeaturesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___FeatureEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushFeaturesRequest: _TypeAlias = PushFeaturesRequest  # noqa: Y015
+
+@_typing.final
+class PushFeaturesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.int
+    """Events delivered to the features topic (all of the request's, or the call fails)."""
+    def __init__(
+        self,
+        *,
+        accepted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PushFeaturesResponse: _TypeAlias = PushFeaturesResponse  # noqa: Y015

@@ -45,6 +45,21 @@ class FeatureStoreStub:
                 request_serializer=grpc__server_dot_generated_dot_featurestore__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=grpc__server_dot_generated_dot_featurestore__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/featurestore.v1.FeatureStore/GetModel',
+                request_serializer=grpc__server_dot_generated_dot_featurestore__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=grpc__server_dot_generated_dot_featurestore__pb2.GetModelResponse.FromString,
+                _registered_method=True)
+        self.Predict = channel.unary_unary(
+                '/featurestore.v1.FeatureStore/Predict',
+                request_serializer=grpc__server_dot_generated_dot_featurestore__pb2.PredictRequest.SerializeToString,
+                response_deserializer=grpc__server_dot_generated_dot_featurestore__pb2.PredictResponse.FromString,
+                _registered_method=True)
+        self.PushFeatures = channel.unary_unary(
+                '/featurestore.v1.FeatureStore/PushFeatures',
+                request_serializer=grpc__server_dot_generated_dot_featurestore__pb2.PushFeaturesRequest.SerializeToString,
+                response_deserializer=grpc__server_dot_generated_dot_featurestore__pb2.PushFeaturesResponse.FromString,
+                _registered_method=True)
 
 
 class FeatureStoreServicer:
@@ -52,7 +67,8 @@ class FeatureStoreServicer:
     """
 
     def GetOnlineFeatures(self, request, context):
-        """Latest value of the requested features of one entity (all features when none named).
+        """Latest value of the requested features of one or many entities (all of each entity's
+        features when none are named).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -60,6 +76,27 @@ class FeatureStoreServicer:
 
     def ListModels(self, request, context):
         """Ids of the models currently served from Redis.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModel(self, request, context):
+        """What is served of one model, and its last sync outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Predict(self, request, context):
+        """Scores of a served model for one or many entities, from their online features.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PushFeatures(self, request, context):
+        """Feature events sent to the features topic, validated like the file producer's rows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -77,6 +114,21 @@ def add_FeatureStoreServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=grpc__server_dot_generated_dot_featurestore__pb2.ListModelsRequest.FromString,
                     response_serializer=grpc__server_dot_generated_dot_featurestore__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=grpc__server_dot_generated_dot_featurestore__pb2.GetModelRequest.FromString,
+                    response_serializer=grpc__server_dot_generated_dot_featurestore__pb2.GetModelResponse.SerializeToString,
+            ),
+            'Predict': grpc.unary_unary_rpc_method_handler(
+                    servicer.Predict,
+                    request_deserializer=grpc__server_dot_generated_dot_featurestore__pb2.PredictRequest.FromString,
+                    response_serializer=grpc__server_dot_generated_dot_featurestore__pb2.PredictResponse.SerializeToString,
+            ),
+            'PushFeatures': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushFeatures,
+                    request_deserializer=grpc__server_dot_generated_dot_featurestore__pb2.PushFeaturesRequest.FromString,
+                    response_serializer=grpc__server_dot_generated_dot_featurestore__pb2.PushFeaturesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +186,87 @@ class FeatureStore:
             '/featurestore.v1.FeatureStore/ListModels',
             grpc__server_dot_generated_dot_featurestore__pb2.ListModelsRequest.SerializeToString,
             grpc__server_dot_generated_dot_featurestore__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/featurestore.v1.FeatureStore/GetModel',
+            grpc__server_dot_generated_dot_featurestore__pb2.GetModelRequest.SerializeToString,
+            grpc__server_dot_generated_dot_featurestore__pb2.GetModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Predict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/featurestore.v1.FeatureStore/Predict',
+            grpc__server_dot_generated_dot_featurestore__pb2.PredictRequest.SerializeToString,
+            grpc__server_dot_generated_dot_featurestore__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushFeatures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/featurestore.v1.FeatureStore/PushFeatures',
+            grpc__server_dot_generated_dot_featurestore__pb2.PushFeaturesRequest.SerializeToString,
+            grpc__server_dot_generated_dot_featurestore__pb2.PushFeaturesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,9 +34,17 @@ class FeatureStoreStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> FeatureStoreAsyncStub: ...
     GetOnlineFeatures: _grpc.UnaryUnaryMultiCallable[_featurestore_pb2.GetOnlineFeaturesRequest, _featurestore_pb2.GetOnlineFeaturesResponse]
-    """Latest value of the requested features of one entity (all features when none named)."""
+    """Latest value of the requested features of one or many entities (all of each entity's
+    features when none are named).
+    """
     ListModels: _grpc.UnaryUnaryMultiCallable[_featurestore_pb2.ListModelsRequest, _featurestore_pb2.ListModelsResponse]
     """Ids of the models currently served from Redis."""
+    GetModel: _grpc.UnaryUnaryMultiCallable[_featurestore_pb2.GetModelRequest, _featurestore_pb2.GetModelResponse]
+    """What is served of one model, and its last sync outcome."""
+    Predict: _grpc.UnaryUnaryMultiCallable[_featurestore_pb2.PredictRequest, _featurestore_pb2.PredictResponse]
+    """Scores of a served model for one or many entities, from their online features."""
+    PushFeatures: _grpc.UnaryUnaryMultiCallable[_featurestore_pb2.PushFeaturesRequest, _featurestore_pb2.PushFeaturesResponse]
+    """Feature events sent to the features topic, validated like the file producer's rows."""
 
 @_typing.type_check_only
 class FeatureStoreAsyncStub(FeatureStoreStub):
@@ -44,9 +52,17 @@ class FeatureStoreAsyncStub(FeatureStoreStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetOnlineFeatures: _aio.UnaryUnaryMultiCallable[_featurestore_pb2.GetOnlineFeaturesRequest, _featurestore_pb2.GetOnlineFeaturesResponse]  # type: ignore[assignment]
-    """Latest value of the requested features of one entity (all features when none named)."""
+    """Latest value of the requested features of one or many entities (all of each entity's
+    features when none are named).
+    """
     ListModels: _aio.UnaryUnaryMultiCallable[_featurestore_pb2.ListModelsRequest, _featurestore_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Ids of the models currently served from Redis."""
+    GetModel: _aio.UnaryUnaryMultiCallable[_featurestore_pb2.GetModelRequest, _featurestore_pb2.GetModelResponse]  # type: ignore[assignment]
+    """What is served of one model, and its last sync outcome."""
+    Predict: _aio.UnaryUnaryMultiCallable[_featurestore_pb2.PredictRequest, _featurestore_pb2.PredictResponse]  # type: ignore[assignment]
+    """Scores of a served model for one or many entities, from their online features."""
+    PushFeatures: _aio.UnaryUnaryMultiCallable[_featurestore_pb2.PushFeaturesRequest, _featurestore_pb2.PushFeaturesResponse]  # type: ignore[assignment]
+    """Feature events sent to the features topic, validated like the file producer's rows."""
 
 class FeatureStoreServicer(metaclass=_abc_1.ABCMeta):
     """Online features and the production models of the feature store."""
@@ -57,7 +73,9 @@ class FeatureStoreServicer(metaclass=_abc_1.ABCMeta):
         request: _featurestore_pb2.GetOnlineFeaturesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_featurestore_pb2.GetOnlineFeaturesResponse, _abc.Awaitable[_featurestore_pb2.GetOnlineFeaturesResponse]]:
-        """Latest value of the requested features of one entity (all features when none named)."""
+        """Latest value of the requested features of one or many entities (all of each entity's
+        features when none are named).
+        """
 
     @_abc_1.abstractmethod
     def ListModels(
@@ -66,5 +84,29 @@ class FeatureStoreServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_featurestore_pb2.ListModelsResponse, _abc.Awaitable[_featurestore_pb2.ListModelsResponse]]:
         """Ids of the models currently served from Redis."""
+
+    @_abc_1.abstractmethod
+    def GetModel(
+        self,
+        request: _featurestore_pb2.GetModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_featurestore_pb2.GetModelResponse, _abc.Awaitable[_featurestore_pb2.GetModelResponse]]:
+        """What is served of one model, and its last sync outcome."""
+
+    @_abc_1.abstractmethod
+    def Predict(
+        self,
+        request: _featurestore_pb2.PredictRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_featurestore_pb2.PredictResponse, _abc.Awaitable[_featurestore_pb2.PredictResponse]]:
+        """Scores of a served model for one or many entities, from their online features."""
+
+    @_abc_1.abstractmethod
+    def PushFeatures(
+        self,
+        request: _featurestore_pb2.PushFeaturesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_featurestore_pb2.PushFeaturesResponse, _abc.Awaitable[_featurestore_pb2.PushFeaturesResponse]]:
+        """Feature events sent to the features topic, validated like the file producer's rows."""
 
 def add_FeatureStoreServicer_to_server(servicer: FeatureStoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
