@@ -4,25 +4,55 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Any
 
 import redis
+from celery import bootsteps
 
 from featurestore import metrics, services
 from featurestore.settings import Settings
 from featurestore.store.service import DuckDBService
-from tasks import duckdb_tasks
 from tasks.app import app, configure
+from tasks.duckdb_tasks import DuckDBTask
 
 log = logging.getLogger(__name__)
 
 
+def duckdb_service_step(settings: Settings) -> type[bootsteps.StartStopStep]:
+    """A worker bootstep that opens the DuckDB service as the worker starts and closes it as
+    the worker stops, for these settings."""
+
+    class DuckDBServiceStep(bootsteps.StartStopStep):  # type: ignore[misc]
+        """Owns the DuckDB service for the life of the worker."""
+
+        # After the pool, before the consumer: no task arrives before the file is open.
+        requires = ("celery.worker.components:Pool",)
+
+        def start(self, worker: Any) -> None:
+            DuckDBTask.attach(DuckDBService(settings, redis.Redis.from_url(settings.redis_url)))
+
+        def stop(self, worker: Any) -> None:
+            # Steps stop in reverse order, so the pool would stop after this one: drain it
+            # first, so that a running write commits before the file closes.
+            worker.pool.stop()
+            service = DuckDBTask.attach(None)
+            if service is not None:
+                service.close()
+                log.info("worker_stop duckdb=%s", settings.duckdb_file)
+
+        # A cold shutdown too lets a running write commit, as the pool's exit hook does.
+        terminate = stop
+
+    return DuckDBServiceStep
+
+
 def run_worker(settings: Settings) -> None:
-    """Open DuckDB, then serve the write and read queues with a thread pool."""
+    """Serve the write and read queues with a thread pool; the DuckDB service opens and
+    closes with the worker (duckdb_service_step)."""
     services.ensure_redis(settings)
     configure(settings)
     metrics.serve(settings.metrics_port_worker, "duckdb_worker")
-    service = DuckDBService(settings, redis.Redis.from_url(settings.redis_url))
-    duckdb_tasks.install(service)
+    app.steps["worker"].add(duckdb_service_step(settings))
     # One line per task at hundreds of reads a second, with the result bytes in it, drowns
     # the log; the service logs its own events (write_batch, registry_change, ...).
     for name in ("celery.app.trace", "celery.worker.strategy"):
@@ -37,22 +67,18 @@ def run_worker(settings: Settings) -> None:
     # Celery's thread pool with its idle threads taken last-in first-out (tasks.thread_pool);
     # a pool class is given by setting, the --pool option knows only Celery's own names.
     app.conf.worker_pool = "tasks.thread_pool:TaskPool"
-    try:
-        app.worker_main(
-            argv=[
-                "worker",
-                "--loglevel=INFO",
-                f"--concurrency={settings.read_threads + 1}",
-                f"--queues={settings.write_queue},{settings.read_queue}",
-                f"--hostname=duckdb@{socket.gethostname()}",
-                "--without-gossip",
-                "--without-mingle",
-                "--task-events",
-            ]
-        )
-    finally:
-        service.close()
-        log.info("worker_stop duckdb=%s", settings.duckdb_file)
+    app.worker_main(
+        argv=[
+            "worker",
+            "--loglevel=INFO",
+            f"--concurrency={settings.read_threads + 1}",
+            f"--queues={settings.write_queue},{settings.read_queue}",
+            f"--hostname=duckdb@{socket.gethostname()}",
+            "--without-gossip",
+            "--without-mingle",
+            "--task-events",
+        ]
+    )
 
 
 def run_beat(settings: Settings) -> None:
