@@ -11,15 +11,28 @@ import grpc
 import redis
 
 from featurestore import metrics
-from featurestore.errors import FeatureStoreError, ServiceError, ValidationError
+from featurestore.errors import (
+    FeatureStoreError,
+    ModelNotFoundError,
+    ServiceError,
+    ValidationError,
+)
 
 log = logging.getLogger(__name__)
+
+
+class DeadlineExceeded(Exception):  # noqa: N818 - named after the status code
+    """The caller's deadline passed before the work started."""
+
 
 # Most specific first: (error type, code, message for the client). None as the message
 # means the error's own text, which is written for users (validation errors only); the
 # others get a fixed text, since theirs may name hosts, paths or log lines.
 STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode, str | None], ...] = (
     (ValidationError, grpc.StatusCode.INVALID_ARGUMENT, None),
+    # Its text names the model (and version) asked for, nothing else.
+    (ModelNotFoundError, grpc.StatusCode.NOT_FOUND, None),
+    (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"),
     (ServiceError, grpc.StatusCode.UNAVAILABLE, "a backing service is unavailable"),
     (redis.RedisError, grpc.StatusCode.UNAVAILABLE, "the online store is unavailable"),
     (FeatureStoreError, grpc.StatusCode.FAILED_PRECONDITION, "the request cannot be served"),
@@ -36,6 +49,14 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, error_type):
             return code, str(exc) if message is None else message
     return grpc.StatusCode.INTERNAL, "internal error"
+
+
+def check_deadline(context: grpc.ServicerContext) -> None:
+    """Raise DeadlineExceeded if the caller's deadline has passed: a request that waited
+    in the server's queue past it is not worth running, nobody reads the answer."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceeded
 
 
 def handle_errors(
