@@ -13,7 +13,9 @@ import redis
 from featurestore import metrics
 from featurestore.errors import (
     FeatureStoreError,
+    MissingFeaturesError,
     ModelNotFoundError,
+    QueryTimeoutError,
     ServiceError,
     ValidationError,
 )
@@ -26,13 +28,19 @@ class DeadlineExceeded(Exception):  # noqa: N818 - named after the status code
 
 
 # Most specific first: (error type, code, message for the client). None as the message
-# means the error's own text, which is written for users (validation errors only); the
-# others get a fixed text, since theirs may name hosts, paths or log lines.
+# means the error's own text, written for users: what was wrong with the request (a
+# LimitError is a ValidationError), which model is not served, which features of which
+# entities are missing. The others get a fixed text, since theirs may name hosts, paths
+# or log lines. A read that timed out is DEADLINE_EXCEEDED rather than UNAVAILABLE: the
+# read is given the client's remaining time when there is a deadline, and UNAVAILABLE
+# tells a client to retry at once, which would only queue more reads behind a slow one.
 STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode, str | None], ...] = (
     (ValidationError, grpc.StatusCode.INVALID_ARGUMENT, None),
     # Its text names the model (and version) asked for, nothing else.
     (ModelNotFoundError, grpc.StatusCode.NOT_FOUND, None),
+    (MissingFeaturesError, grpc.StatusCode.FAILED_PRECONDITION, None),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"),
+    (QueryTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED, "a feature read did not finish in time"),
     (ServiceError, grpc.StatusCode.UNAVAILABLE, "a backing service is unavailable"),
     (redis.RedisError, grpc.StatusCode.UNAVAILABLE, "the online store is unavailable"),
     (FeatureStoreError, grpc.StatusCode.FAILED_PRECONDITION, "the request cannot be served"),
@@ -59,6 +67,17 @@ def check_deadline(context: grpc.ServicerContext) -> None:
         raise DeadlineExceeded
 
 
+def remaining_s(context: grpc.ServicerContext, ceiling: float) -> float:
+    """Seconds left before the client's deadline, at most `ceiling` (all of it without a
+    deadline); DeadlineExceeded when none is left."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return ceiling
+    if remaining <= 0:
+        raise DeadlineExceeded
+    return min(ceiling, remaining)
+
+
 def handle_errors(
     method: Callable[[Servicer, Req, grpc.ServicerContext], Resp],
 ) -> Callable[[Servicer, Req, grpc.ServicerContext], Resp]:
@@ -67,6 +86,7 @@ def handle_errors(
     @functools.wraps(method)
     def wrapper(self: Servicer, request: Req, context: grpc.ServicerContext) -> Resp:
         try:
+            check_deadline(context)  # a call that waited for a thread past its deadline
             response = method(self, request, context)
         except Exception as exc:
             code, message = status_for(exc)
