@@ -3,7 +3,7 @@
 Measures, in one run: the latest-features read for one entity through the DuckDB service
 at concurrency 1 and 50 (p50, p99, reads/s), the same query run in-process on the DuckDB
 file (the floor, as Python rows and as Arrow), a 1M-row x 10-feature point-in-time training
-set, and the result encodings (JSON, msgpack, Arrow IPC, and the rows of featurestore.reads.wire).
+set, and the result encodings (JSON, msgpack, Arrow IPC, and the rows of reads.result_format).
 The last line of output is one JSON object.
 """
 
@@ -28,10 +28,10 @@ import pyarrow as pa
 from bench.common import bench_settings, latest_catch_up_s, now, percentile, running_stack
 from featurestore import constants
 from featurestore.arrow_ipc import decode_table, encode_table
-from featurestore.ingest import batch
+from featurestore.ingest import write_batch
 from featurestore.logs import setup_logging
 from featurestore.progress import Progress
-from featurestore.reads import wire
+from featurestore.reads import result_format
 from featurestore.reads.features import LATEST_SQL, latest_features
 from featurestore.settings import Settings
 from featurestore.store.database import ARROW_COPY_WARNING
@@ -68,7 +68,7 @@ def load(settings: Settings) -> None:
             pending.append(
                 app.send_task(
                     constants.TASK_WRITE_BATCH,
-                    args=[batch.encode(table), "bench-read", 0, first, last],
+                    args=[write_batch.encode(table), "bench-read", 0, first, last],
                     queue=settings.write_queue,
                 )
             )
@@ -194,10 +194,12 @@ def _round_trip_us(encode: Any, decode: Any, repeat: int = 50) -> tuple[float, i
     return (time.perf_counter() - start) / repeat * 1e6, len(payload)
 
 
-def rows_of(table: pa.Table) -> wire.Rows:
-    """A table as the rows featurestore.reads.wire sends."""
+def rows_of(table: pa.Table) -> result_format.Rows:
+    """A table as the rows reads.result_format sends."""
     types = ["VARCHAR", "DOUBLE", "TIMESTAMP"]
-    return wire.Rows(table.column_names, types, [tuple(r.values()) for r in table.to_pylist()])
+    return result_format.Rows(
+        table.column_names, types, [tuple(r.values()) for r in table.to_pylist()]
+    )
 
 
 def encodings() -> dict[str, dict[str, float]]:
@@ -223,7 +225,9 @@ def encodings() -> dict[str, dict[str, float]]:
                 lambda t=table: encode_table(t), lambda b: decode_table(b).to_pylist()
             ),
             # What the service sends for a small result of simple types.
-            "wire_rows": _round_trip_us(lambda r=as_rows: wire.encode(r), wire.decode_records),
+            "wire_rows": _round_trip_us(
+                lambda r=as_rows: result_format.encode(r), result_format.decode_records
+            ),
         }
         for name, (us, size) in timings.items():
             out[f"{name}_{rows}_rows"] = {"us": round(us, 1), "bytes": size}

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from featurestore.ingest import batch
+from featurestore.ingest import write_batch
 from featurestore.ingest.events import Columns
 from featurestore.store.database import OffsetSpan
 
@@ -51,7 +51,7 @@ class PendingBatch:
                 "offset": pa.array(self.offsets, pa.int64()),
             }
         )
-        return batch.encode(table)
+        return write_batch.encode(table)
 
 
 class Batcher:

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from featurestore import metrics
 from featurestore.errors import QueryError
-from featurestore.reads import wire
+from featurestore.reads import result_format
 from featurestore.reads.guard import check_read_only, parameters_only_compared
 
 Outcome = bytes | tuple[str, str]
@@ -80,13 +80,13 @@ def combined_sql(sql: str, count: int) -> str:
     )
 
 
-def split(result: wire.Result, count: int) -> list[wire.Result]:
+def split(result: result_format.Result, count: int) -> list[result_format.Result]:
     """The result of each copy, in its own order, without the tag column."""
-    if isinstance(result, wire.Rows):
+    if isinstance(result, result_format.Rows):
         parts: list[list[tuple[Any, ...]]] = [[] for _ in range(count)]
         for row in result.rows:
             parts[row[0]].append(row[1:])
-        return [wire.Rows(result.names[1:], result.types[1:], part) for part in parts]
+        return [result_format.Rows(result.names[1:], result.types[1:], part) for part in parts]
     tags = result.column(GROUP_COLUMN)
     body = result.drop_columns([GROUP_COLUMN])
     return [body.filter(pc.equal(tags, i)) for i in range(count)]
@@ -95,14 +95,14 @@ def split(result: wire.Result, count: int) -> list[wire.Result]:
 class GroupedReads:
     """Runs a batch of reads, grouping those that share their statement."""
 
-    def __init__(self, read: Callable[..., wire.Result]) -> None:
+    def __init__(self, read: Callable[..., result_format.Result]) -> None:
         # Store.read_result: (sql, params, *, guarded=True, max_rows=...); raises QueryError.
         self._read = read
         self._names: dict[str, list[str]] = {}
 
     def run(self, requests: list[Request]) -> list[Outcome]:
-        """Each read's outcome, in order: its result's bytes (featurestore.reads.wire) or (error
-        type, message)."""
+        """Each read's outcome, in order: its result's bytes (reads.result_format) or (error type,
+        message)."""
         outcomes: dict[int, Outcome] = {}
         groups: dict[Hashable, list[int]] = {}
         for index, (sql, params) in enumerate(requests):
@@ -124,12 +124,12 @@ class GroupedReads:
         except QueryError as exc:
             metrics.READS.labels(type(exc).__name__).inc()
             return (type(exc).__name__, str(exc))
-        names = wire.column_names(result)
+        names = result_format.column_names(result)
         if sql not in self._names and _groupable(sql, names):
             if len(self._names) >= MAX_KNOWN_STATEMENTS:
                 self._names.clear()
             self._names[sql] = names
-        payload = wire.encode(result)
+        payload = result_format.encode(result)
         _observe(time.perf_counter() - began, 1)
         return payload
 
@@ -144,14 +144,16 @@ class GroupedReads:
                 combined_sql(sql, len(params)),
                 flat,
                 guarded=False,
-                max_rows=wire.MAX_ROWS * len(params),  # as rows when each read would be
+                max_rows=result_format.MAX_ROWS * len(params),  # as rows when each read would be
             )
         except QueryError:  # read by read, so that each read gets its own error
             return [self._alone(sql, p) for p in params]
-        if wire.column_names(result)[1:] != self._names[sql]:
+        if result_format.column_names(result)[1:] != self._names[sql]:
             del self._names[sql]  # the schema changed: learn it again
             return [self._alone(sql, p) for p in params]
-        payloads: list[Outcome] = [wire.encode(part) for part in split(result, len(params))]
+        payloads: list[Outcome] = [
+            result_format.encode(part) for part in split(result, len(params))
+        ]
         _observe(time.perf_counter() - began, len(params))
         return payloads
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.errors import QueryError
-from featurestore.reads import wire
+from featurestore.reads import result_format
 from featurestore.reads.guard import check_read_only
 from featurestore.sql import in_transaction
 from featurestore.store import merger
@@ -163,7 +163,7 @@ class Store:
     ) -> pa.Table:
         """Run one parameterised SELECT on this thread's cursor; the result as Arrow (for
         callers inside this process; the read tasks use read_result)."""
-        return wire.to_table(self.read_result(sql, params, guarded=guarded))
+        return result_format.to_table(self.read_result(sql, params, guarded=guarded))
 
     def read_result(
         self,
@@ -171,11 +171,11 @@ class Store:
         params: list[object] | dict[str, object] | None,
         *,
         guarded: bool = True,
-        max_rows: int = wire.MAX_ROWS,
-    ) -> wire.Result:
+        max_rows: int = result_format.MAX_ROWS,
+    ) -> result_format.Result:
         """Run one parameterised SELECT on this thread's cursor (never blocked by a write):
         up to max_rows rows of simple types as rows, any other result as Arrow
-        (featurestore.reads.wire).
+        (featurestore.reads.result_format).
 
         guarded=False only for statements built here from ones that passed the guard.
         """
@@ -188,15 +188,15 @@ class Store:
                 raise QueryError("the statement gave no result")
             names = [column[0] for column in result.description]
             types = [str(column[1]) for column in result.description]
-            if all(kind in wire.SIMPLE_TYPES for kind in types):
-                rows = wire.Rows(names, types, result.fetchmany(max_rows + 1))
-                if not wire.rows_fit(rows):  # rare: run it again, as Arrow
+            if all(kind in result_format.SIMPLE_TYPES for kind in types):
+                rows = result_format.Rows(names, types, result.fetchmany(max_rows + 1))
+                if not result_format.rows_fit(rows):  # rare: run it again, as Arrow
                     return self.cursor().execute(sql, params).to_arrow_table()
                 if len(rows.rows) <= max_rows:
                     return rows
                 # A larger result: what is left comes as Arrow.
                 rest: pa.Table = result.to_arrow_table()
-                return pa.concat_tables([wire.rows_table(rows, rest.schema), rest])
+                return pa.concat_tables([result_format.rows_table(rows, rest.schema), rest])
             return result.to_arrow_table()
         except duckdb.Error as exc:
             raise QueryError(str(exc)) from None

@@ -13,7 +13,7 @@ import redis
 
 from featurestore import metrics
 from featurestore.errors import ValidationError
-from featurestore.ingest import batch
+from featurestore.ingest import write_batch
 from featurestore.progress import Progress
 from featurestore.reads.groups import GroupedReads
 from featurestore.settings import Settings
@@ -48,7 +48,7 @@ class DuckDBService:
     def write_batch(self, payload: bytes, span: OffsetSpan) -> WriteResult:
         """Decode a batch, commit it to DuckDB once, then update the online store."""
         began = time.perf_counter()
-        rows, offsets = batch.decode(payload)
+        rows, offsets = write_batch.decode(payload)
         result = self.store.write_batch(rows, offsets, span)
         self.latest.written()
         # Applied for every row, duplicates included: a worker killed between the DuckDB
@@ -71,8 +71,8 @@ class DuckDBService:
         return result
 
     def read_many(self, requests: list[tuple[str, Any]]) -> list[bytes | tuple[str, str]]:
-        """Run a batch of reads; each gives its result's bytes (featurestore.reads.wire) or (error
-        type, message). Reads sharing a statement run as one (featurestore.reads.groups)."""
+        """Run a batch of reads; each gives its result's bytes (reads.result_format) or (error type,
+        message). Reads sharing a statement run as one (featurestore.reads.groups)."""
         return self._reads.run(requests)
 
     def build_training_set(

@@ -55,7 +55,8 @@ class _Batch:
 
 
 def outcome_to_result(outcome: Any) -> bytes:
-    """One entry of a read_many result: its bytes (featurestore.reads.wire), or raise its error."""
+    """One entry of a read_many result: its bytes (reads.result_format), or raise its
+    error."""
     if isinstance(outcome, bytes):
         return outcome
     kind, message = outcome
@@ -76,7 +77,7 @@ class Coalescer:
         threading.Thread(target=self._dispatch, name="read-coalescer", daemon=True).start()
 
     def submit(self, sql: str, params: Any, timeout: float) -> Future[bytes]:
-        """Queue one read; its future gets the result's bytes (featurestore.reads.wire) or
+        """Queue one read; its future gets the result's bytes (featurestore.reads.result_format) or
         its error."""
         read = _Read(sql, params, timeout)
         # When nothing is in flight, the read leaves from the caller's own thread: waking the

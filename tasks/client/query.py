@@ -1,8 +1,8 @@
 """The one query function every caller uses: parameterised SQL in, typed objects out.
 
 The DuckDB service runs the read in its own process and returns its result through the
-Redis result backend (featurestore.reads.wire); this side waits, decodes and maps rows into the
-caller's type.
+Redis result backend (featurestore.reads.result_format); this side waits, decodes and
+maps rows into the caller's type.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pyarrow as pa
 from celery import Celery
 
 from featurestore.errors import QueryTimeoutError
-from featurestore.reads import wire
+from featurestore.reads import result_format
 from featurestore.reads.reader import Params, map_rows
 from tasks.client.coalescer import coalescer
 
@@ -26,7 +26,7 @@ def query_table(app: Celery, sql: str, params: Params = None, *, timeout: float 
 
     Reads asked for at the same moment by threads of this process share one task.
     """
-    return wire.decode_table(_result(app, sql, params, timeout))
+    return result_format.decode_table(_result(app, sql, params, timeout))
 
 
 def query(
@@ -34,7 +34,7 @@ def query(
 ) -> list[T]:
     """Run a read in the DuckDB service and map each row into `into` (a dataclass or
     pydantic model; nested lists of structs included)."""
-    return map_rows(wire.decode_records(_result(app, sql, params, timeout)), into)
+    return map_rows(result_format.decode_records(_result(app, sql, params, timeout)), into)
 
 
 def _result(app: Celery, sql: str, params: Params, timeout: float) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from bridge.batcher import Batcher
-from featurestore.ingest import batch
+from featurestore.ingest import write_batch
 from featurestore.ingest.events import parse_message
 
 
@@ -50,7 +50,7 @@ def test_dead_lettered_message_is_inside_the_span_but_adds_no_rows() -> None:
     batcher.add("t", 0, 7, parse_message(events(1, "z")))
     [pending] = batcher.due(flush=True)
     assert (pending.span.first_offset, pending.span.last_offset) == (5, 7)
-    rows, offsets = batch.decode(pending.encode())
+    rows, offsets = write_batch.decode(pending.encode())
     assert offsets.to_pylist() == [5, 5, 7]
     assert rows.column("entity_id").to_pylist() == ["e0", "e1", "z0"]
 

@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from featurestore.reads import wire
+from featurestore.reads import result_format
 from featurestore.reads.groups import GroupedReads, combined_sql, signature
 from featurestore.reads.guard import parameters_only_compared
 from featurestore.store.database import OffsetSpan, Store
@@ -43,7 +43,7 @@ def alone(store: Store, requests: list[tuple[str, Any]]) -> list[Any]:
 
 
 def outcome(result: Any) -> Any:
-    return wire.decode_table(result) if isinstance(result, bytes) else tuple(result)
+    return result_format.decode_table(result) if isinstance(result, bytes) else tuple(result)
 
 
 def grouped(store: Store, requests: list[tuple[str, Any]]) -> list[Any]:
@@ -57,7 +57,7 @@ STATEMENTS: list[str] = []
 
 
 def counting(store: Store) -> Any:
-    def read(sql: str, params: Any, **options: Any) -> wire.Result:
+    def read(sql: str, params: Any, **options: Any) -> result_format.Result:
         STATEMENTS.append(sql)
         return store.read_result(sql, params, **options)
 

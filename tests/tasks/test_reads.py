@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from featurestore import constants
 from featurestore.errors import QueryError, QueryTimeoutError, ReadOnlyError
-from featurestore.ingest import batch
+from featurestore.ingest import write_batch
 from featurestore.reads.features import latest_features
 from featurestore.settings import Settings
 from tasks.app import configure
@@ -60,7 +60,7 @@ def send_write(settings: Settings, table: pa.Table, topic: str) -> object:
     first, last = offsets[0].as_py(), offsets[-1].as_py()
     return configure(settings).send_task(
         constants.TASK_WRITE_BATCH,
-        args=[batch.encode(table), topic, 0, first, last],
+        args=[write_batch.encode(table), topic, 0, first, last],
         queue=settings.write_queue,
     )
 

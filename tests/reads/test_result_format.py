@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from featurestore.errors import ServiceError
-from featurestore.reads import wire
+from featurestore.reads import result_format
 from featurestore.store.database import Store
 
 SIMPLE = """
@@ -56,31 +56,33 @@ def duckdb_arrow(store: Store, sql: str, params: list[object] | None = None) -> 
 
 
 def round_trip(store: Store, sql: str, params: list[object] | None = None) -> bytes:
-    return wire.encode(store.read_result(sql, params))
+    return result_format.encode(store.read_result(sql, params))
 
 
-@pytest.mark.parametrize("rows", [0, 1, 10, wire.MAX_ROWS, wire.MAX_ROWS + 1, 3000])
+@pytest.mark.parametrize(
+    "rows", [0, 1, 10, result_format.MAX_ROWS, result_format.MAX_ROWS + 1, 3000]
+)
 def test_simple_types_decode_to_duckdbs_arrow(store: Store, rows: int) -> None:
     payload = round_trip(store, SIMPLE, [rows])
     want = duckdb_arrow(store, SIMPLE, [rows])
-    got = wire.decode_table(payload)
+    got = result_format.decode_table(payload)
     assert got.schema == want.schema
     assert got.equals(want)
-    assert wire.decode_records(payload) == want.to_pylist()
+    assert result_format.decode_records(payload) == want.to_pylist()
 
 
 def test_small_results_of_simple_types_travel_as_rows(store: Store) -> None:
-    assert isinstance(store.read_result(SIMPLE, [wire.MAX_ROWS]), wire.Rows)
-    assert isinstance(store.read_result(SIMPLE, [wire.MAX_ROWS + 1]), pa.Table)
+    assert isinstance(store.read_result(SIMPLE, [result_format.MAX_ROWS]), result_format.Rows)
+    assert isinstance(store.read_result(SIMPLE, [result_format.MAX_ROWS + 1]), pa.Table)
     assert isinstance(store.read_result(OTHER_TYPES, None), pa.Table)
 
 
 def test_nulls_and_nan(store: Store) -> None:
     payload = round_trip(store, WITH_NULLS)
-    got, want = wire.decode_table(payload), duckdb_arrow(store, WITH_NULLS)
+    got, want = result_format.decode_table(payload), duckdb_arrow(store, WITH_NULLS)
     assert got.schema == want.schema
     assert got.drop_columns(["nan"]).equals(want.drop_columns(["nan"]))  # NaN != NaN
-    (record,) = wire.decode_records(payload)
+    (record,) = result_format.decode_records(payload)
     assert [record[k] for k in ("v", "b", "i", "d", "dt", "ts")] == [None] * 6
     assert math.isnan(record["nan"])
 
@@ -91,25 +93,25 @@ def test_nulls_and_nan(store: Store) -> None:
         (OTHER_TYPES, None),
         (FAR_FUTURE, None),
         (INFINITE, None),
-        (INFINITE_LATER, [wire.MAX_ROWS + 50, wire.MAX_ROWS * 3]),
+        (INFINITE_LATER, [result_format.MAX_ROWS + 50, result_format.MAX_ROWS * 3]),
     ],
 )
 def test_other_results_travel_as_arrow_unchanged(
     store: Store, sql: str, params: list[object] | None
 ) -> None:
-    got = wire.decode_table(round_trip(store, sql, params))
+    got = result_format.decode_table(round_trip(store, sql, params))
     want = duckdb_arrow(store, sql, params)
     assert got.schema == want.schema
     assert got.equals(want)
 
 
 def test_an_unknown_encoding_is_a_clear_error() -> None:
-    for decode in (wire.decode_table, wire.decode_records):
+    for decode in (result_format.decode_table, result_format.decode_records):
         with pytest.raises(ServiceError, match="unknown encoding"):
             decode(b"\xff\xff\xff\xffold")
 
 
 def test_repeated_column_names_are_kept(store: Store) -> None:
-    got = wire.decode_table(round_trip(store, "SELECT 1 AS x, 'b' AS x"))
+    got = result_format.decode_table(round_trip(store, "SELECT 1 AS x, 'b' AS x"))
     assert got.column_names == ["x", "x"]
     assert got.to_pylist() == duckdb_arrow(store, "SELECT 1 AS x, 'b' AS x").to_pylist()

@@ -148,7 +148,7 @@ def _unpack(payload: bytes) -> tuple[list[str], list[str], list[tuple[Any, ...]]
     if payload[:1] != _ROWS:
         raise ServiceError(
             f"a read result in an unknown encoding (first byte {payload[:1]!r}): the DuckDB "
-            "service runs another version of featurestore.reads.wire"
+            "service runs another version of featurestore.reads.result_format"
         )
     names, types, rows = msgpack.unpackb(
         memoryview(payload)[1:], ext_hook=_unpack_value, use_list=False
