@@ -3,7 +3,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTO_OUT := grpc_server/generated
 
-.PHONY: all setup run stop status test lint types protos check-protos fmt clean bench-ingest bench-read
+.PHONY: all setup run stop status test lint types protos check-protos fmt clean bench-ingest bench-read bench-speedups \
+	demo bench-serve
 
 all: lint types check-protos test
 
@@ -32,7 +33,7 @@ fmt: setup
 	$(VENV)/bin/ruff check --fix .
 
 types: setup
-	$(VENV)/bin/mypy featurestore tasks bridge grpc_server tests bench
+	$(VENV)/bin/mypy featurestore tasks bridge grpc_server tests bench demo
 
 # The one place generated protobuf code comes from. protos/kserve/grpc_predict_v2.proto is
 # KServe's Open Inference Protocol file, unmodified (see protos/kserve/README.md for its source).
@@ -68,3 +69,14 @@ clean:
 
 bench-read: setup
 	$(PY) -m bench.read
+
+# What each read-path speed-up pays against the plain way, in one run (README, Benchmarks).
+bench-speedups: setup
+	$(PY) -m bench.speedups
+
+# The credit-risk model from training to Predict over gRPC (starts the stack if needed).
+demo: setup
+	$(PY) -m demo
+
+bench-serve: setup
+	$(PY) -m bench.serve

@@ -49,13 +49,13 @@ READS_C50 = 4000
 SPINE_ROWS = 1_000_000
 
 
-def load(settings: Settings) -> None:
-    """ROWS events through the write task (the bridge's path without Kafka)."""
+def load(settings: Settings, rows: int = ROWS) -> None:
+    """Events through the write task (the bridge's path without Kafka)."""
     app = configure(settings)
     con = duckdb.connect()
     pending = []
-    with Progress("load", ROWS) as progress:
-        for start in range(0, ROWS, CHUNK):
+    with Progress("load", rows) as progress:
+        for start in range(0, rows, CHUNK):
             table = con.sql(
                 f"""SELECT 'cust_' || (i % {ENTITIES}) AS entity_id,
                            'feature_' || ((i // {ENTITIES}) % {FEATURES}) AS feature_name,

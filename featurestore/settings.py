@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,11 @@ class Settings(BaseSettings):
     write_queue: str = constants.WRITE_QUEUE
     read_queue: str = constants.READ_QUEUE
     read_threads: int = 50
+    # The read path's speed-ups, each switchable so that `make bench-speedups` can measure
+    # what it pays against the plain way in one run (README, Benchmarks).
+    read_grouping: bool = True  # reads of one batch sharing a statement run as one UNION ALL
+    worker_pool: Literal["last_idle", "celery"] = "last_idle"  # tasks.thread_pool or Celery's
+    read_result_store: Literal["one_trip", "celery"] = "one_trip"  # tasks.result_backend
     # DuckDB's own threads per query. One: the service runs many small queries side by side
     # on few cores, and a second thread added 0.4 ms of hand-over to a 0.6 ms point read.
     duckdb_threads: int = 1

@@ -70,6 +70,16 @@ def programs(settings: Settings) -> list[ProgramStatus]:
     ]
 
 
+def stop_program(settings: Settings, name: str) -> None:
+    """Stop one supervisord program (it stays stopped until started again)."""
+    _rpc(settings).stopProcess(name)
+
+
+def start_program(settings: Settings, name: str) -> None:
+    """Start one stopped supervisord program and wait until it runs."""
+    _rpc(settings).startProcess(name)
+
+
 def up(settings: Settings, timeout: float = 300.0) -> list[ProgramStatus]:
     """Start supervisord (or every stopped program) and wait until all are RUNNING."""
     settings.ensure_dirs()

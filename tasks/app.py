@@ -19,7 +19,9 @@ def configure(settings: Settings) -> Celery:
     """Point the app at the settings' Redis and queues (once per process, at start-up)."""
     app.conf.update(
         broker_url=settings.redis_url,
-        result_backend=backend_url(settings.redis_url),
+        result_backend=backend_url(settings.redis_url)
+        if settings.read_result_store == "one_trip"
+        else settings.redis_url,
         task_serializer="msgpack",
         result_serializer="msgpack",
         accept_content=["msgpack", "json"],

@@ -58,15 +58,20 @@ def run_worker(settings: Settings) -> None:
     for name in ("celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(name).setLevel(logging.WARNING)
     log.info(
-        "worker_start duckdb=%s queues=%s,%s threads=%d",
+        "worker_start duckdb=%s queues=%s,%s threads=%d pool=%s grouping=%s result_store=%s",
         settings.duckdb_file,
         settings.write_queue,
         settings.read_queue,
         settings.read_threads,
+        settings.worker_pool,
+        settings.read_grouping,
+        settings.read_result_store,
     )
-    # Celery's thread pool with its idle threads taken last-in first-out (tasks.thread_pool);
-    # a pool class is given by setting, the --pool option knows only Celery's own names.
-    app.conf.worker_pool = "tasks.thread_pool:TaskPool"
+    # Celery's thread pool with its idle threads taken last-in first-out (tasks.thread_pool),
+    # or Celery's own; a pool class is given by setting, --pool knows only Celery's names.
+    app.conf.worker_pool = (
+        "tasks.thread_pool:TaskPool" if settings.worker_pool == "last_idle" else "threads"
+    )
     app.worker_main(
         argv=[
             "worker",

@@ -95,9 +95,10 @@ def split(result: result_format.Result, count: int) -> list[result_format.Result
 class GroupedReads:
     """Runs a batch of reads, grouping those that share their statement."""
 
-    def __init__(self, read: Callable[..., result_format.Result]) -> None:
+    def __init__(self, read: Callable[..., result_format.Result], *, grouping: bool = True) -> None:
         # Store.read_result: (sql, params, *, guarded=True, max_rows=...); raises QueryError.
         self._read = read
+        self._grouping = grouping
         self._names: dict[str, list[str]] = {}
 
     def run(self, requests: list[Request]) -> list[Outcome]:
@@ -107,7 +108,7 @@ class GroupedReads:
         groups: dict[Hashable, list[int]] = {}
         for index, (sql, params) in enumerate(requests):
             kind = signature(params)
-            if kind is None or sql not in self._names:
+            if not self._grouping or kind is None or sql not in self._names:
                 outcomes[index] = self._alone(sql, params)
             else:
                 groups.setdefault((sql, kind), []).append(index)

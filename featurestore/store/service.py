@@ -41,7 +41,7 @@ class DuckDBService:
         self.settings = settings
         self.store = Store(settings.duckdb_file, settings.duckdb_threads)
         self.online = OnlineStore(redis_client)
-        self._reads = GroupedReads(self.store.read_result)
+        self._reads = GroupedReads(self.store.read_result, grouping=settings.read_grouping)
         self.latest = Merger(self.store.cursor, settings.latest_merge_interval_s)
         self.latest.start()
 

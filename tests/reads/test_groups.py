@@ -84,6 +84,16 @@ def test_grouped_results_equal_lone_results_order_and_types_included(store: Stor
     ]
 
 
+def test_grouping_switched_off_runs_each_read_alone(store: Store) -> None:
+    requests: list[tuple[str, Any]] = [(ORDERED, [f"e{i}", 3]) for i in range(4)]
+    runner = GroupedReads(counting(store), grouping=False)
+    runner.run(requests[:1])
+    STATEMENTS.clear()
+    got = [outcome(r) for r in runner.run(requests)]
+    assert len(STATEMENTS) == 4
+    assert got == alone(store, requests)
+
+
 def test_one_failing_read_does_not_fail_the_others(store: Store) -> None:
     sql = "SELECT count(*) AS n FROM features WHERE entity_id = ? AND value > ?"
     requests: list[tuple[str, Any]] = [(sql, ["e1", "1"]), (sql, ["e2", "x"]), (sql, ["e3", "2"])]
