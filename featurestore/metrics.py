@@ -39,6 +39,49 @@ FAILURES = Counter(
 SERVICE_UP = Gauge("fstore_up", "1 while the program runs", ["program"])
 GRPC_REQUESTS = Counter("fstore_grpc_requests_total", "gRPC requests", ["method", "code"])
 MODEL_SYNC = Counter("fstore_model_sync_total", "Model sync runs", ["outcome"])
+MODEL_SYNC_LAST_SUCCESS = Gauge(
+    "fstore_model_sync_last_success_timestamp_seconds",
+    "Unix time of each model's last successful sync",
+    ["model"],
+)
+MODEL_SERVED_VERSION = Gauge(
+    "fstore_model_served_version",
+    "1 for the version each model serves (the label of a replaced version is removed)",
+    ["model", "version"],
+)
+MODEL_SYNC_FAILURES = Counter(
+    "fstore_model_sync_failures_total",
+    "Model sync failures by model and reason",
+    ["model", "reason"],
+)
+MODEL_SYNC_DOWNLOADS = Counter(
+    "fstore_model_sync_downloads_total", "Artifacts downloaded from Azure", ["model"]
+)
+MODEL_SYNC_BYTES = Counter(
+    "fstore_model_sync_bytes_total", "Artifact bytes downloaded from Azure", ["model"]
+)
+MODEL_SYNC_SKIPPED = Counter(
+    "fstore_model_sync_downloads_skipped_total",
+    "Artifact downloads skipped because the served copy has the blob's ETag",
+    ["model"],
+)
+# Labels name served models and their expected features only (never request input).
+PREDICT_SECONDS = Histogram(
+    "fstore_predict_seconds",
+    "Time of one Predict in the serving process (features, fallback, inference)",
+    ["model"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
+)
+MISSING_FEATURES = Counter(
+    "fstore_missing_features_total",
+    "Feature values a prediction lacked after the online store and the fallback",
+    ["model", "feature"],
+)
+MODEL_LOADS = Counter(
+    "fstore_model_loads_total",
+    "Model versions loaded by a serving process, by outcome (ok or the artifact error reason)",
+    ["model", "outcome"],
+)
 
 
 def serve(port: int, program: str) -> None:
