@@ -42,6 +42,7 @@ return changed
 """
 
 _ENTITIES_PER_CALL = 1000
+_EPOCH = dt.datetime(1970, 1, 1)
 # At most this many fields of one entity per record string: keeps unpack() in the script
 # far below Lua's stack limit.
 MAX_FIELDS_PER_RECORD = 500
@@ -78,6 +79,16 @@ class OnlineValue:
     event_timestamp: dt.datetime
 
 
+def decode_value(feature_name: str, stored: bytes | str) -> OnlineValue:
+    """One hash field's "<event micros>:<value>" as an OnlineValue."""
+    ts_text, _, value_text = as_text(stored).partition(":")
+    return OnlineValue(
+        feature_name=feature_name,
+        value=float(value_text),
+        event_timestamp=_EPOCH + dt.timedelta(microseconds=int(ts_text)),
+    )
+
+
 class OnlineStore:
     """Latest feature values per entity, kept in Redis hashes."""
 
@@ -100,13 +111,4 @@ class OnlineStore:
     def get(self, entity_id: str) -> dict[str, OnlineValue]:
         """Latest values of every feature of one entity (empty when unknown)."""
         raw = self.client.hgetall(online_feature_key(entity_id))
-        result: dict[str, OnlineValue] = {}
-        for field, stored in raw.items():
-            ts_text, _, value_text = as_text(stored).partition(":")
-            name = as_text(field)
-            result[name] = OnlineValue(
-                feature_name=name,
-                value=float(value_text),
-                event_timestamp=dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(ts_text)),
-            )
-        return result
+        return {as_text(f): decode_value(as_text(f), stored) for f, stored in raw.items()}
