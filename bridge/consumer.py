@@ -26,6 +26,7 @@ from bridge.inflight import InFlight
 from featurestore import constants, metrics
 from featurestore.errors import ValidationError
 from featurestore.ingest.events import parse_message
+from featurestore.logs import quoted
 from featurestore.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class Bridge:
             if error.code() == KafkaError._PARTITION_EOF:
                 return
             metrics.BRIDGE_ERRORS.labels("kafka").inc()
-            log.warning("kafka_error code=%s reason=%s", error.name(), error.str())
+            log.warning("kafka_error code=%s reason=%s", error.name(), quoted(error.str()))
             return
         try:
             events = parse_message(msg.value())
@@ -154,7 +155,7 @@ class Bridge:
             topic,
             partition,
             offset,
-            reason,
+            quoted(reason),
         )
         headers: list[tuple[str, str | bytes | None]] = [
             ("reason", reason.encode()),
@@ -175,7 +176,7 @@ class Bridge:
         if err is not None:
             self._dead_letter_failures += 1
             metrics.BRIDGE_ERRORS.labels("dead_letter").inc()
-            log.error("dead_letter_failed error=%s", err.str())
+            log.error("dead_letter_failed error=%s", quoted(err.str()))
 
     def _dead_letters_delivered(self) -> None:
         """Block until every dead letter so far is in Kafka; raise if any was not.

@@ -12,6 +12,7 @@ from celery.result import AsyncResult
 
 from bridge.batcher import PendingBatch
 from featurestore import constants, metrics
+from featurestore.logs import quoted
 from featurestore.store.database import OffsetSpan
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,11 @@ class InFlight:
                     continue
                 metrics.BRIDGE_ERRORS.labels("write_failed").inc()
                 log.error(
-                    "batch_failed task_id=%s offsets=%d-%d error=%r retry_in_s=%.0f",
+                    "batch_failed task_id=%s offsets=%d-%d error=%s retry_in_s=%.0f",
                     sent.result.id,
                     sent.span.first_offset,
                     sent.span.last_offset,
-                    sent.result.result,
+                    quoted(sent.result.result),
                     self.retry_backoff_s,
                 )
                 sent.retry_at = now + self.retry_backoff_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -17,3 +18,9 @@ def setup_logging(level: str | None = None) -> None:
     )
     # The Azure SDK logs every HTTP request and response at INFO.
     logging.getLogger("azure").setLevel(logging.WARNING)
+
+
+def quoted(value: object) -> str:
+    """A log value that may hold spaces (a path, a reason, an error's text), double-quoted
+    with JSON escapes, so that key="a b" stays one field for grep and log parsers."""
+    return json.dumps(str(value), ensure_ascii=False)

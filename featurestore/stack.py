@@ -15,6 +15,7 @@ from typing import Any
 from supervisor.xmlrpc import SupervisorTransport
 
 from featurestore.errors import ConfigError, ServiceStartError
+from featurestore.logs import quoted
 from featurestore.services import (
     ManagedService,
     PrometheusService,
@@ -95,7 +96,7 @@ def up(settings: Settings, timeout: float = 300.0) -> list[ProgramStatus]:
             env=env,
             check=True,
         )
-        log.info("supervisord_started conf=%s", _conf())
+        log.info("supervisord_started conf=%s", quoted(_conf()))
     else:
         _wait_for_socket(settings, 10)
         _rpc(settings).startAllProcesses(True)

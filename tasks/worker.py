@@ -10,6 +10,7 @@ import redis
 from celery import bootsteps
 
 from featurestore import metrics, services
+from featurestore.logs import quoted
 from featurestore.settings import Settings
 from featurestore.store.service import DuckDBService
 from tasks.app import app, configure
@@ -38,7 +39,7 @@ def duckdb_service_step(settings: Settings) -> type[bootsteps.StartStopStep]:
             service = DuckDBTask.attach(None)
             if service is not None:
                 service.close()
-                log.info("worker_stop duckdb=%s", settings.duckdb_file)
+                log.info("worker_stop duckdb=%s", quoted(settings.duckdb_file))
 
         # A cold shutdown too lets a running write commit, as the pool's exit hook does.
         terminate = stop
@@ -59,7 +60,7 @@ def run_worker(settings: Settings) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     log.info(
         "worker_start duckdb=%s queues=%s,%s threads=%d pool=%s grouping=%s result_store=%s",
-        settings.duckdb_file,
+        quoted(settings.duckdb_file),
         settings.write_queue,
         settings.read_queue,
         settings.read_threads,

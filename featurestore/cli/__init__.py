@@ -11,8 +11,9 @@ from pathlib import Path
 
 from featurestore import services, stack
 from featurestore.cli import models as cli_models
+from featurestore.cli import serving as cli_serving
 from featurestore.errors import FeatureStoreError
-from featurestore.logs import setup_logging
+from featurestore.logs import quoted, setup_logging
 from featurestore.settings import Settings, load_settings
 
 log = logging.getLogger("featurestore.cli")
@@ -81,6 +82,14 @@ def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_sync(settings: Settings, _args: argparse.Namespace) -> int:
+    """Run the model-sync worker (Azure artifacts into Redis)."""
+    from tasks.model_sync_worker import run_model_sync
+
+    run_model_sync(settings)
+    return 0
+
+
 def cmd_beat(settings: Settings, _args: argparse.Namespace) -> int:
     """Run Celery beat (model sync schedule)."""
     from tasks.worker import run_beat
@@ -107,9 +116,18 @@ def cmd_bridge(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_grpc(settings: Settings, _args: argparse.Namespace) -> int:
     """Run the gRPC server."""
+    from bridge.publisher import KafkaEventPublisher
     from grpc_server.main import run_grpc
+    from tasks.app import configure
+    from tasks.client.query import CeleryReader
 
-    run_grpc(settings)
+    # The transports of Predict's fallback reads and of PushFeatures are built here, above
+    # both the domain and grpc_server, and passed in.
+    publisher = KafkaEventPublisher(settings)
+    try:
+        run_grpc(settings, CeleryReader(configure(settings), settings.query_timeout_s), publisher)
+    finally:
+        publisher.close()
     return 0
 
 
@@ -197,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("ensure", cmd_ensure)
     add("service", cmd_service).add_argument("name", choices=sorted(SERVICES))
     add("worker", cmd_worker)
+    add("model-sync", cmd_model_sync)
     add("beat", cmd_beat)
     add("flower", cmd_flower)
     add("bridge", cmd_bridge)
@@ -214,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training.add_argument("--output", type=Path, required=True)
     cli_models.add_parser(sub).set_defaults(handler=cmd_model)
+    cli_serving.add_parsers(sub)
     produce = add("produce", cmd_produce)
     produce.add_argument("paths", nargs="+", type=Path, help="files or folders")
     produce.add_argument("--rows-per-message", type=int, default=500)
@@ -231,6 +251,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(settings, args))
     except FeatureStoreError as exc:
-        log.error("command_failed command=%s error=%s", args.command, exc)
+        log.error("command_failed command=%s error=%s", args.command, quoted(exc))
         print(f"fstore {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 
 from featurestore.errors import ConfigError, ToolMissingError
+from featurestore.logs import quoted
 from featurestore.services import _proc
 from featurestore.services.base import ManagedService
 
@@ -99,7 +100,9 @@ class AzuriteService(ManagedService):
             return
         npm = _proc.require_program("npm", "Azurite is installed with Node.js's npm")
         log.info(
-            "azurite_install version=%s prefix=%s", self.settings.azurite_version, self.package_dir
+            "azurite_install version=%s prefix=%s",
+            self.settings.azurite_version,
+            quoted(self.package_dir),
         )
         result = subprocess.run(
             [

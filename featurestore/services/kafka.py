@@ -15,6 +15,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from featurestore.errors import ServiceStartError, ToolMissingError
+from featurestore.logs import quoted
 from featurestore.services import _proc
 from featurestore.services.base import ManagedService
 
@@ -107,7 +108,7 @@ class KafkaService(ManagedService):
         self.home.mkdir(parents=True, exist_ok=True)
         pom.write_bytes((_RESOURCES / "kafka-pom.xml").read_bytes())
         shutil.rmtree(libs, ignore_errors=True)
-        log.info("kafka_jars_resolve version=%s dest=%s", self.settings.kafka_version, libs)
+        log.info("kafka_jars_resolve version=%s dest=%s", self.settings.kafka_version, quoted(libs))
         result = subprocess.run(
             [
                 mvn,

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurestore.errors import QueryError
+from featurestore.logs import quoted
 from featurestore.reads import result_format
 from featurestore.reads.guard import check_read_only
 from featurestore.sql import in_transaction
@@ -90,7 +91,7 @@ class Store:
             self._con.execute(statement)
         newest = self._con.execute("SELECT max(created_at) FROM features").fetchall()[0][0]
         self._last_created_at: dt.datetime = newest or merger.BEGINNING
-        log.info("duckdb_open path=%s", path)
+        log.info("duckdb_open path=%s", quoted(path))
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor (DuckDB connections are not shared across threads)."""

@@ -20,6 +20,7 @@ import duckdb
 
 from featurestore import sql
 from featurestore.errors import ValidationError
+from featurestore.logs import quoted
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,6 @@ def build(
         report.rows,
         report.features,
         report.seconds,
-        report.output_path,
+        quoted(report.output_path),
     )
     return report
