@@ -9,6 +9,7 @@ from featurestore.logs import quoted
 
 
 def test_quoted_values_stay_one_field() -> None:
-    line = f"event path={quoted(Path('/tmp/a b/x.duckdb'))} reason={quoted('bad "value" here')}"
+    reason = 'bad "value" here'
+    line = f"event path={quoted(Path('/tmp/a b/x.duckdb'))} reason={quoted(reason)}"
     fields = dict(part.split("=", 1) for part in shlex.split(line)[1:])
     assert fields == {"path": "/tmp/a b/x.duckdb", "reason": 'bad "value" here'}
