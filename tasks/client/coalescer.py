@@ -21,7 +21,7 @@ from typing import Any
 from celery import Celery, states
 from kombu.entity import Queue
 
-from featurestore import constants
+from featurestore import constants, metrics
 from featurestore.errors import QueryError, ReadOnlyError
 from tasks.client.results import ResultListener
 
@@ -52,6 +52,18 @@ class _Batch:
     reads: list[_Read]
     deadline: float
     holds_slot: bool
+
+
+def claim(future: Future[bytes]) -> bool:
+    """Take a read's future for delivery: False when its caller cancelled it (gave up).
+
+    Once claimed, a caller's cancel() fails instead of racing the result in, which a done()
+    check followed by set_result let happen (InvalidStateError in the delivering thread).
+    """
+    try:
+        return future.set_running_or_notify_cancel()
+    except RuntimeError:  # already running or finished: delivered before
+        return False
 
 
 def outcome_to_result(outcome: Any) -> bytes:
@@ -98,29 +110,41 @@ class Coalescer:
             producers = self.app.producer_pool.acquire(block=True, timeout=read.timeout)
         except Exception as exc:  # noqa: BLE001 - the caller gets it through its future
             self._slots.release()
-            read.future.set_exception(exc)
+            if claim(read.future):
+                read.future.set_exception(exc)
             return
         with producers as producer:
             self._send(producer, [read], holds_slot=True)
 
     def _dispatch(self) -> None:
-        with self.app.producer_pool.acquire(block=True) as producer:
-            while True:
-                try:
-                    batch = [self._pending.get(timeout=1.0)]
-                except queue.Empty:
-                    self._expire()
-                    continue
-                holds_slot = self._slots.acquire(timeout=SLOT_WAIT_S)
-                if not holds_slot:
-                    self._expire()
-                    log.warning("read_batch_without_slot in_flight=%d", len(self._in_flight))
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._pending.get_nowait())
-                    except queue.Empty:
-                        break
-                self._send(producer, batch, holds_slot)
+        # Every read of this process that is not sent from its caller's thread goes through
+        # here: whatever fails, log it and go on, or the process's batched reads would stall.
+        while True:
+            try:
+                with self.app.producer_pool.acquire(block=True) as producer:
+                    while True:
+                        self._dispatch_one(producer)
+            except Exception:
+                metrics.FAILURES.labels("reader", "read_dispatch").inc()
+                log.exception("read_dispatch_failed retry_in_s=1")
+                time.sleep(1.0)
+
+    def _dispatch_one(self, producer: Any) -> None:
+        try:
+            batch = [self._pending.get(timeout=1.0)]
+        except queue.Empty:
+            self._expire()
+            return
+        holds_slot = self._slots.acquire(timeout=SLOT_WAIT_S)
+        if not holds_slot:
+            self._expire()
+            log.warning("read_batch_without_slot in_flight=%d", len(self._in_flight))
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self._pending.get_nowait())
+            except queue.Empty:
+                break
+        self._send(producer, batch, holds_slot)
 
     def _send(self, producer: Any, reads: list[_Read], holds_slot: bool) -> None:
         reads = [r for r in reads if not r.future.cancelled()]  # callers that gave up
@@ -178,7 +202,7 @@ class Coalescer:
         if batch.holds_slot:
             self._slots.release()
         for read in batch.reads:
-            if not read.future.done():  # its caller may have given up already
+            if claim(read.future):  # its caller may have given up already
                 deliver(read)
 
     def _resync(self) -> None:
