@@ -36,6 +36,7 @@ def bench_settings(state_dir: Path, **overrides: object) -> Settings:
         "metrics_port_bridge": 10102,
         "metrics_port_grpc": 10103,
         "metrics_port_beat": 10104,
+        "metrics_port_model_sync": 10105,
         "prometheus_port": 10090,
     }
     values.update(overrides)

@@ -12,7 +12,7 @@ from featurestore import constants
 from featurestore.settings import Settings
 from tasks.result_backend import backend_url
 
-app = Celery("featurestore", include=["tasks.duckdb_tasks"])
+app = Celery("featurestore", include=["tasks.duckdb_tasks", "tasks.model_sync_tasks"])
 
 
 def configure(settings: Settings) -> Celery:
@@ -31,7 +31,7 @@ def configure(settings: Settings) -> Celery:
             constants.TASK_PING: {"queue": settings.read_queue},
             constants.TASK_READ_MANY: {"queue": settings.read_queue},
             constants.TASK_RESUME_OFFSET: {"queue": settings.read_queue},
-            constants.TASK_SYNC_MODELS: {"queue": settings.read_queue},
+            constants.TASK_SYNC_MODELS: {"queue": settings.model_sync_queue},
             constants.TASK_REBUILD_ONLINE: {"queue": settings.read_queue},
             constants.TASK_TRAINING_SET: {"queue": settings.read_queue},
         },

@@ -8,12 +8,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
-from azure.storage.blob import BlobServiceClient
 from celery import Task
 
-from featurestore import constants, metrics
+from featurestore import constants
 from featurestore.errors import ServiceError
-from featurestore.serving import sync as model_sync
 from featurestore.store import training
 from featurestore.store.database import OffsetSpan
 from featurestore.store.service import DuckDBService
@@ -109,19 +107,3 @@ def resume_offset(self: DuckDBTask, topic: str, partition: int, committed: int) 
 def rebuild_online(self: DuckDBTask) -> int:
     """Recompute the online store from DuckDB; returns the (entity, feature) pairs written."""
     return self.service.rebuild_online()
-
-
-@app.task(name=constants.TASK_SYNC_MODELS, base=DuckDBTask, bind=True)
-def sync_models(self: DuckDBTask) -> dict[str, list[str]]:
-    """Copy the production models' artifacts from Azure Blob Storage into Redis."""
-    service = self.service
-    try:
-        with BlobServiceClient.from_connection_string(
-            service.settings.azure_connection_string
-        ) as blobs:
-            report = model_sync.sync_models(service.store.cursor(), blobs, service.online.client)
-    except Exception:
-        metrics.MODEL_SYNC.labels("failed").inc()
-        raise
-    metrics.MODEL_SYNC.labels("ok").inc()
-    return asdict(report)

@@ -21,6 +21,7 @@ PROGRAMS = {
     "duckdb-worker",
     "bridge",
     "beat",
+    "model-sync",
     "grpc",
     "flower",
     "prometheus",
@@ -50,7 +51,13 @@ def test_grpc_health_is_serving(stack: Settings) -> None:
 
 @pytest.mark.parametrize(
     "port_field",
-    ["metrics_port_worker", "metrics_port_bridge", "metrics_port_grpc", "metrics_port_beat"],
+    [
+        "metrics_port_worker",
+        "metrics_port_bridge",
+        "metrics_port_grpc",
+        "metrics_port_beat",
+        "metrics_port_model_sync",
+    ],
 )
 def test_programs_expose_prometheus_metrics(stack: Settings, port_field: str) -> None:
     port = getattr(stack, port_field)

@@ -45,6 +45,7 @@ class PrometheusService(ManagedService):
             "bridge": s.metrics_port_bridge,
             "grpc": s.metrics_port_grpc,
             "beat": s.metrics_port_beat,
+            "model_sync": s.metrics_port_model_sync,
             "flower": s.flower_port,
         }
 
