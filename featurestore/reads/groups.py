@@ -23,6 +23,7 @@ its own result or its own error.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -99,7 +100,10 @@ class GroupedReads:
         # Store.read_result: (sql, params, *, guarded=True, max_rows=...); raises QueryError.
         self._read = read
         self._grouping = grouping
+        # Column names of statements run alone, shared by the worker's threads: changed only
+        # under the lock, and read once per use (another thread may forget a statement).
         self._names: dict[str, list[str]] = {}
+        self._names_lock = threading.Lock()
 
     def run(self, requests: list[Request]) -> list[Outcome]:
         """Each read's outcome, in order: its result's bytes (reads.result_format) or (error type,
@@ -127,9 +131,10 @@ class GroupedReads:
             return (type(exc).__name__, str(exc))
         names = result_format.column_names(result)
         if sql not in self._names and _groupable(sql, names):
-            if len(self._names) >= MAX_KNOWN_STATEMENTS:
-                self._names.clear()
-            self._names[sql] = names
+            with self._names_lock:
+                if len(self._names) >= MAX_KNOWN_STATEMENTS:
+                    self._names.clear()
+                self._names[sql] = names
         payload = result_format.encode(result)
         _observe(time.perf_counter() - began, 1)
         return payload
@@ -149,8 +154,10 @@ class GroupedReads:
             )
         except QueryError:  # read by read, so that each read gets its own error
             return [self._alone(sql, p) for p in params]
-        if result_format.column_names(result)[1:] != self._names[sql]:
-            del self._names[sql]  # the schema changed: learn it again
+        known = self._names.get(sql)
+        if result_format.column_names(result)[1:] != known:
+            with self._names_lock:  # the schema changed (or it was forgotten): learn it again
+                self._names.pop(sql, None)
             return [self._alone(sql, p) for p in params]
         payloads: list[Outcome] = [
             result_format.encode(part) for part in split(result, len(params))

@@ -174,3 +174,18 @@ def test_signature() -> None:
 def test_a_line_comment_cannot_swallow_the_other_copies() -> None:
     sql = combined_sql("SELECT 1 AS a -- trailing", 3)
     assert duckdb.connect().execute(sql).fetchall() == [(0, 1), (1, 1), (2, 1)]
+
+
+def test_a_statement_forgotten_by_another_thread_mid_group_runs_alone(store: Store) -> None:
+    requests: list[tuple[str, Any]] = [(ORDERED, [f"e{i}", 3]) for i in range(3)]
+    runner: GroupedReads
+
+    def read(sql: str, params: Any, **options: Any) -> result_format.Result:
+        if "UNION ALL" in sql:  # another thread clears the cache while this group runs
+            runner._names.clear()
+        return store.read_result(sql, params, **options)
+
+    runner = GroupedReads(read)
+    runner.run(requests[:1])
+    got = [outcome(r) for r in runner.run(requests)]
+    assert got == alone(store, requests)
