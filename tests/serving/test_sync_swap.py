@@ -58,10 +58,8 @@ def test_predict_during_version_swaps_answers_with_one_whole_version(env: SyncEn
     rng = np.random.default_rng(7)
     for entity in ENTITIES:
         values = [rng.uniform(0, 1), rng.integers(18, 80), rng.integers(0, 2)]
-        env.client.hset(
-            online_feature_key(entity),
-            mapping={name: f"1700000000000000:{v}" for (name, _), v in zip(FEATURES, values)},
-        )
+        for (name, _), value in zip(FEATURES, values, strict=True):
+            env.client.hset(online_feature_key(entity), name, f"1700000000000000:{value}")
     _publish(env, 1)
     cache = ModelCache(env.client, allow_pickle=False)
     cache.refresh()
@@ -89,9 +87,11 @@ def test_predict_during_version_swaps_answers_with_one_whole_version(env: SyncEn
         for number in range(2, 6):
             _publish(env, number)
             version = f"{number}.0.0"
-            assert wait_until(
-                lambda v=version: any(r and r[-1].version == v for r in results), timeout=30
-            ), f"no answer from {version}"
+
+            def answered_by(version: str = version) -> bool:
+                return any(r and r[-1].version == version for r in results)
+
+            assert wait_until(answered_by, timeout=30), f"no answer from {version}"
     finally:
         stop.set()
         for thread in threads:
