@@ -15,13 +15,13 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
-    Producer,
     TopicPartition,
 )
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from bridge.batcher import Batcher
+from bridge.dead_letters import DeadLetters, source
 from bridge.inflight import InFlight
 from featurestore import constants, metrics
 from featurestore.errors import ValidationError
@@ -38,20 +38,6 @@ class _StoppedWhileSending(Exception):  # noqa: N818 - a signal, not an error
     """The stop event was set while a batch could not be sent."""
 
 
-def _topic(msg: Message) -> str:
-    return msg.topic() or ""
-
-
-def _partition(msg: Message) -> int:
-    partition = msg.partition()
-    return -1 if partition is None else partition
-
-
-def _offset(msg: Message) -> int:
-    offset = msg.offset()
-    return -1 if offset is None else offset
-
-
 class Bridge:
     """Consumes the features topic and turns it into write tasks until stopped."""
 
@@ -60,7 +46,6 @@ class Bridge:
         self.app = app
         self.stop = stop
         self.batcher = Batcher(settings.batch_max_rows, settings.batch_max_wait_s)
-        self.inflight = InFlight(app, settings.write_queue, settings.batch_resend_after_s)
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap,
@@ -72,15 +57,15 @@ class Bridge:
                 "logger": logging.getLogger("bridge.kafka"),
             }
         )
-        self.dead_letters = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "linger.ms": 50,
-                "logger": logging.getLogger("bridge.kafka"),
-            }
+        self.dead_letters = DeadLetters(settings)
+        self.inflight = InFlight(
+            app,
+            settings.write_queue,
+            settings.batch_resend_after_s,
+            max_attempts=settings.batch_max_attempts,
+            give_up=self.dead_letters.batch,
         )
         self.paused = False
-        self._dead_letter_failures = 0
         self._to_commit: dict[tuple[str, int], int] = {}
 
     # -- assignment ----------------------------------------------------------------------
@@ -141,60 +126,17 @@ class Bridge:
         try:
             events = parse_message(msg.value())
         except ValidationError as exc:
-            self._dead_letter(msg, str(exc))
+            self.dead_letters.message(msg, str(exc))
             events = None
         else:
             metrics.BRIDGE_MESSAGES.labels("ok").inc()
-        self.batcher.add(_topic(msg), _partition(msg), _offset(msg), events)
-
-    def _dead_letter(self, msg: Message, reason: str) -> None:
-        metrics.BRIDGE_MESSAGES.labels("dead_letter").inc()
-        topic, partition, offset = _topic(msg), _partition(msg), _offset(msg)
-        log.warning(
-            "dead_letter topic=%s partition=%d offset=%d reason=%s",
-            topic,
-            partition,
-            offset,
-            quoted(reason),
-        )
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("reason", reason.encode()),
-            ("source_topic", topic.encode()),
-            ("source_partition", str(partition).encode()),
-            ("source_offset", str(offset).encode()),
-        ]
-        self.dead_letters.produce(
-            self.settings.dead_letter_topic,
-            value=msg.value(),
-            key=msg.key(),
-            headers=headers,
-            on_delivery=self._dead_letter_delivered,
-        )
-        self.dead_letters.poll(0)
-
-    def _dead_letter_delivered(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            self._dead_letter_failures += 1
-            metrics.BRIDGE_ERRORS.labels("dead_letter").inc()
-            log.error("dead_letter_failed error=%s", quoted(err.str()))
-
-    def _dead_letters_delivered(self) -> None:
-        """Block until every dead letter so far is in Kafka; raise if any was not.
-
-        A batch spanning a dead-lettered offset may commit (and so move resume_offset past
-        it) only once that dead letter is safe; the raise restarts the consumer, which
-        reads the message again.
-        """
-        if self.dead_letters.flush(30) > 0 or self._dead_letter_failures:
-            raise KafkaException(
-                KafkaError(KafkaError._MSG_TIMED_OUT, "dead letters not delivered")
-            )
+        self.batcher.add(*source(msg), events)
 
     # -- the loop ------------------------------------------------------------------------
     def _send_due(self, *, flush: bool = False) -> None:
         for pending in self.batcher.due(flush=flush):
             if pending.dead_letters:
-                self._dead_letters_delivered()
+                self.dead_letters.delivered()
             while True:
                 try:
                     self.inflight.send(pending)
@@ -264,7 +206,7 @@ class Bridge:
         except _StoppedWhileSending:
             log.warning("bridge_stopped_while_broker_down left_in_flight=%d", len(self.inflight))
         finally:
-            self.dead_letters.flush(30)
+            self.dead_letters.close()
             self.consumer.close()
 
     def _drain(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from celery import Celery
@@ -29,6 +30,11 @@ class Sent:
     sent_at: float
     done: bool = False
     retry_at: float | None = None
+    failures: int = 0
+
+
+# Hands a batch that failed every attempt to the dead-letter topic; raises when it could not.
+GiveUp = Callable[[Sent, str], None]
 
 
 class InFlight:
@@ -38,11 +44,20 @@ class InFlight:
     """
 
     def __init__(
-        self, app: Celery, queue: str, resend_after_s: float, retry_backoff_s: float = 5.0
+        self,
+        app: Celery,
+        queue: str,
+        resend_after_s: float,
+        *,
+        max_attempts: int,
+        give_up: GiveUp,
+        retry_backoff_s: float = 5.0,
     ) -> None:
         self.app = app
         self.queue = queue
         self.resend_after_s = resend_after_s
+        self.max_attempts = max_attempts
+        self.give_up = give_up
         self.retry_backoff_s = retry_backoff_s
         self._sent: deque[Sent] = deque()
 
@@ -89,16 +104,7 @@ class InFlight:
                     sent.done = True
                     sent.result.forget()
                     continue
-                metrics.BRIDGE_ERRORS.labels("write_failed").inc()
-                log.error(
-                    "batch_failed task_id=%s offsets=%d-%d error=%s retry_in_s=%.0f",
-                    sent.result.id,
-                    sent.span.first_offset,
-                    sent.span.last_offset,
-                    quoted(sent.result.result),
-                    self.retry_backoff_s,
-                )
-                sent.retry_at = now + self.retry_backoff_s
+                self._failed(sent, now)
             elif now - sent.sent_at > self.resend_after_s:
                 metrics.BRIDGE_ERRORS.labels("write_timeout").inc()
                 log.warning(
@@ -115,6 +121,31 @@ class InFlight:
             commits[(span.topic, span.partition)] = span.last_offset + 1
         metrics.BRIDGE_IN_FLIGHT.set(len(self._sent))
         return commits
+
+    def _failed(self, sent: Sent, now: float) -> None:
+        """A write task failed: retry it later, or after max_attempts give it up to the
+        dead-letter topic so that the partition's commits move on."""
+        sent.failures += 1
+        error = sent.result.result
+        reason = f"write failed {sent.failures} times: {type(error).__name__}: {error}"
+        metrics.BRIDGE_ERRORS.labels("write_failed").inc()
+        log.error(
+            "batch_failed task_id=%s offsets=%d-%d attempt=%d error=%s",
+            sent.result.id,
+            sent.span.first_offset,
+            sent.span.last_offset,
+            sent.failures,
+            quoted(reason),
+        )
+        if sent.failures >= self.max_attempts:
+            # Raises when the dead letters cannot be delivered: the consumer restarts and
+            # reads the batch again, as for any dead letter (bridge.consumer).
+            self.give_up(sent, reason)
+            metrics.BRIDGE_BATCHES_DEAD_LETTERED.inc()
+            sent.result.forget()
+            sent.done = True
+            return
+        sent.retry_at = now + self.retry_backoff_s
 
     def _resend(self, sent: Sent, now: float) -> None:
         sent.result.forget()

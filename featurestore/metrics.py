@@ -32,6 +32,10 @@ BRIDGE_MESSAGES = Counter(
 )
 BRIDGE_ROWS = Counter("fstore_bridge_rows_total", "Feature rows sent to the writer by the bridge")
 BRIDGE_IN_FLIGHT = Gauge("fstore_bridge_batches_in_flight", "Write batches not yet committed")
+BRIDGE_BATCHES_DEAD_LETTERED = Counter(
+    "fstore_bridge_batches_dead_lettered_total",
+    "Write batches that failed every attempt and went to the dead-letter topic",
+)
 BRIDGE_ERRORS = Counter("fstore_bridge_errors_total", "Bridge failures by kind", ["kind"])
 FAILURES = Counter(
     "fstore_failures_total", "Failures of any program, by program and kind", ["program", "kind"]

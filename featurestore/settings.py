@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     max_batches_in_flight: int = 32
     max_message_bytes: int = 900_000
     batch_resend_after_s: float = 120.0
+    # A write batch that fails this many times goes to the dead-letter topic (with the
+    # reason) instead of blocking its partition's commits forever.
+    batch_max_attempts: int = 5
     drain_timeout_s: float = 60.0
     query_timeout_s: float = 30.0
     consumer_group: str = "featurestore-bridge"

@@ -24,6 +24,16 @@ def encode(table: pa.Table) -> bytes:
     return encode_table(table.cast(BATCH_SCHEMA), compression="lz4")
 
 
+def events_by_offset(payload: bytes) -> dict[int, list[dict[str, object]]]:
+    """A batch's rows as events (the wire format's fields), grouped by source offset."""
+    table, offsets = decode(payload)
+    grouped: dict[int, list[dict[str, object]]] = {}
+    for offset, row in zip(offsets.to_pylist(), table.to_pylist(), strict=True):
+        row["event_timestamp"] = row["event_timestamp"].isoformat() + "Z"
+        grouped.setdefault(offset, []).append(row)
+    return grouped
+
+
 def decode(payload: bytes) -> tuple[pa.Table, pa.Array]:
     """Parse Arrow IPC bytes into (feature rows, per-row Kafka offsets)."""
     table = decode_table(payload)
