@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PROTO_OUT := grpc_server/generated
 
 .PHONY: all setup run stop status test lint types protos check-protos fmt clean bench-ingest bench-read bench-speedups \
-	demo bench-serve
+	demo bench-serve bench-predict
 
 all: lint types check-protos test
 
@@ -73,6 +73,10 @@ bench-read: setup
 # What each read-path speed-up pays against the plain way, in one run (README, Benchmarks).
 bench-speedups: setup
 	$(PY) -m bench.speedups
+
+# Predictor.predict in-process against a bare pipelined HMGET (needs only Redis).
+bench-predict: setup
+	$(PY) -m bench.predict_inprocess
 
 # The credit-risk model from training to Predict over gRPC (starts the stack if needed).
 demo: setup

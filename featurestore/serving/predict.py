@@ -17,7 +17,7 @@ from featurestore.errors import LimitError, MissingFeaturesError, QueryTimeoutEr
 from featurestore.reads.features import latest_features
 from featurestore.reads.reader import Reader
 from featurestore.serving.runtime import LoadedModel, ModelCache
-from featurestore.store.online import decode_value
+from featurestore.store.online import from_micros, parse_stored
 
 Origin = Literal["online", "fallback", "request"]
 MAX_ENTITY_ID_CHARS = 256
@@ -85,8 +85,7 @@ class Predictor:
         model = self.models.get(model_id)
         overrides = overrides or {}
         self._check_overrides(model, entity_ids, overrides)
-        used = self._online(model, entity_ids, overrides)
-        gaps = {i: names for i, row in enumerate(used) if (names := _missing(model, row))}
+        used, gaps = self._online(model, entity_ids, overrides)
         if gaps and self.reader is not None:
             limit = self.fallback_timeout_s if timeout_s is None else timeout_s
             self._fallback(model, entity_ids, used, gaps, min(limit, self.fallback_timeout_s))
@@ -140,27 +139,35 @@ class Predictor:
 
     def _online(
         self, model: LoadedModel, entity_ids: list[str], overrides: dict[str, dict[str, float]]
-    ) -> list[list[UsedFeature | None]]:
+    ) -> tuple[list[list[UsedFeature | None]], dict[int, list[str]]]:
         """Each entity's features in expected order from one pipelined round trip (no
-        MULTI: the reads need no isolation), request values first; None where missing."""
-        names = [f.name for f in model.features]
+        MULTI: the reads need no isolation), request values first; None where missing,
+        and the missing names by entity position."""
+        names = model.feature_names
         pipe = self.client.pipeline(transaction=False)
         for entity in entity_ids:
             pipe.hmget(online_feature_key(entity), names)
+        # Features written by one event share a time: each datetime is built once per call.
+        times: dict[int, dt.datetime] = {}
         used: list[list[UsedFeature | None]] = []
-        for entity, stored in zip(entity_ids, pipe.execute(), strict=True):
+        gaps: dict[int, list[str]] = {}
+        for index, (entity, stored) in enumerate(zip(entity_ids, pipe.execute(), strict=True)):
             given = overrides.get(entity, {})
             row: list[UsedFeature | None] = []
             for name, raw in zip(names, stored, strict=True):
                 if name in given:
                     row.append(UsedFeature(name, float(given[name]), None, "request"))
                 elif raw is not None:
-                    value = decode_value(name, raw)
-                    row.append(UsedFeature(name, value.value, value.event_timestamp, "online"))
+                    micros, value = parse_stored(raw)
+                    at = times.get(micros)
+                    if at is None:
+                        at = times[micros] = from_micros(micros)
+                    row.append(UsedFeature(name, value, at, "online"))
                 else:
                     row.append(None)
+                    gaps.setdefault(index, []).append(name)
             used.append(row)
-        return used
+        return used, gaps
 
     def _fallback(
         self,

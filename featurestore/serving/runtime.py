@@ -74,6 +74,7 @@ class LoadedModel:
         self.features: list[ExpectedFeature] = sorted(
             manifest.expected_features, key=lambda f: f.index
         )
+        self.feature_names = [f.name for f in self.features]
         self.output_names = output_names
         self.input_dtype = input_dtype
         self._runner = runner

@@ -79,14 +79,23 @@ class OnlineValue:
     event_timestamp: dt.datetime
 
 
+def parse_stored(stored: bytes | str) -> tuple[int, float]:
+    """One hash field's "<event micros>:<value>" as (event micros, value)."""
+    # int() and float() take bytes: no decode (half the cost of decode_value on a Predict).
+    raw = stored if isinstance(stored, bytes) else stored.encode()
+    micros, _, value = raw.partition(b":")
+    return int(micros), float(value)
+
+
+def from_micros(micros: int) -> dt.datetime:
+    """A stored event time (microseconds since the epoch) as a naive UTC datetime."""
+    return _EPOCH + dt.timedelta(microseconds=micros)
+
+
 def decode_value(feature_name: str, stored: bytes | str) -> OnlineValue:
     """One hash field's "<event micros>:<value>" as an OnlineValue."""
-    ts_text, _, value_text = as_text(stored).partition(":")
-    return OnlineValue(
-        feature_name=feature_name,
-        value=float(value_text),
-        event_timestamp=_EPOCH + dt.timedelta(microseconds=int(ts_text)),
-    )
+    micros, value = parse_stored(stored)
+    return OnlineValue(feature_name=feature_name, value=value, event_timestamp=from_micros(micros))
 
 
 class OnlineStore:

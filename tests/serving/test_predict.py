@@ -30,7 +30,7 @@ from featurestore.settings import Settings
 from featurestore.store import merger
 from featurestore.store.database import OffsetSpan, Store
 from featurestore.store.local_reader import LocalReader
-from featurestore.store.online import OnlineStore
+from featurestore.store.online import OnlineStore, from_micros, parse_stored
 from tests.helpers import wait_until
 from tests.serving import onnx_models as om
 
@@ -328,3 +328,10 @@ def test_refresh_loop_serves_a_new_model_without_a_restart(client: redis.Redis) 
         stop.set()
         loop.join(timeout=5)
     assert not loop.is_alive()
+
+
+@pytest.mark.parametrize("stored", [b"-1500000:2.5", "-1500000:2.5"])
+def test_stored_values_parse_from_bytes_or_text(stored: bytes | str) -> None:
+    micros, value = parse_stored(stored)
+    assert (micros, value) == (-1_500_000, 2.5)
+    assert from_micros(micros) == dt.datetime(1969, 12, 31, 23, 59, 58, 500000)
