@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import logging
 import math
@@ -206,16 +205,15 @@ def _pickled(
     data: bytes, extension: str, width: int, where: str
 ) -> tuple[Runner, list[str], np.dtype[Any]]:
     # Only reached when an operator set allow_pickle: unpickling runs the artifact's code.
-    has_joblib = importlib.util.find_spec("joblib") is not None
-    if extension == "joblib" and not has_joblib:
-        raise ArtifactError("unsupported_artifact", f"{where}: joblib is not installed")
     try:
-        if has_joblib:
-            import joblib
+        if extension == "joblib":
+            import joblib  # in the train extra, not the server's dependencies
 
             model = joblib.load(io.BytesIO(data))
         else:
             model = pickle.loads(data)  # noqa: S301 (only when the operator allowed pickles)
+    except ImportError as exc:
+        raise ArtifactError("unsupported_artifact", f"{where}: joblib is not installed") from exc
     except Exception as exc:
         raise ArtifactError("unsupported_artifact", f"{where}: cannot unpickle: {exc}") from exc
     if not callable(getattr(model, "predict", None)):
@@ -264,7 +262,8 @@ class ModelCache:
         """Read prod_models and the manifests; load changed versions, drop removed models.
         A version that fails to load leaves the one loaded before in place."""
         with self._refreshing:
-            ids = sorted(as_text(m) for m in self.client.smembers(PROD_MODELS_KEY))
+            served = {as_text(m) for m in self.client.smembers(PROD_MODELS_KEY)}
+            ids = sorted(served)
             raws = self.client.mget([model_manifest_key(i) for i in ids]) if ids else []
             models: dict[str, LoadedModel] = {}
             for model_id, raw in zip(ids, raws, strict=True):
@@ -274,7 +273,7 @@ class ModelCache:
             for gone in sorted(set(self._models) - set(models)):
                 log.info("model_dropped model=%s", gone)
             self._models = models
-            self._failed = {i: f for i, f in self._failed.items() if i in models or i in ids}
+            self._failed = {i: f for i, f in self._failed.items() if i in served}
 
     def _refresh_one(self, model_id: str, raw: bytes | str | None) -> LoadedModel | None:
         old = self._models.get(model_id)
@@ -282,26 +281,24 @@ class ModelCache:
             return None
         try:
             fingerprint = Manifest.from_json(raw).fingerprint
+            unchanged = old is not None and old.fingerprint == fingerprint
+            if unchanged or self._failed.get(model_id) == fingerprint:
+                return old
+            found = published.read_published(self.client, model_id)
         except pydantic.ValidationError:
             log.warning("model_manifest_invalid model=%s", model_id)
             return old
-        if (old is not None and old.fingerprint == fingerprint) or self._failed.get(
-            model_id
-        ) == fingerprint:
-            return old
-        found = published.read_published(self.client, model_id)
         if found is None:
             return old
-        new_manifest, artifacts = found
         try:
-            model = load_model(new_manifest, artifacts, allow_pickle=self.allow_pickle)
+            model = load_model(*found, allow_pickle=self.allow_pickle)
         except ArtifactError as exc:
-            self._failed[model_id] = new_manifest.fingerprint
+            self._failed[model_id] = found[0].fingerprint
             metrics.MODEL_LOADS.labels(model_id, exc.reason).inc()
             log.error(
                 "model_load_failed model=%s version=%s reason=%s kept=%s error=%r",
                 model_id,
-                new_manifest.version,
+                found[0].version,
                 exc.reason,
                 None if old is None else old.version,
                 str(exc),
@@ -325,4 +322,7 @@ class ModelCache:
                 self.refresh()
             except redis.RedisError as exc:
                 log.warning("model_refresh_failed error=%s", type(exc).__name__)
+            except Exception:
+                # The loop is the only way new versions arrive: it must outlive a bug.
+                log.exception("model_refresh_failed error=unexpected")
             stop.wait(interval_s)
