@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from concurrent import futures
 
 import grpc
@@ -12,28 +13,38 @@ import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from featurestore import constants, metrics, services
+from featurestore import metrics, services
+from featurestore.ingest.publisher import EventPublisher
+from featurestore.reads.reader import Reader
+from featurestore.serving.predict import Predictor
+from featurestore.serving.runtime import ModelCache
 from featurestore.serving.service import Serving
 from featurestore.settings import Settings
 from grpc_server.generated import featurestore_pb2 as pb
 from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
 from grpc_server.servicer import FeatureStoreServicer
+from grpc_server.startup import Readiness
 from tasks.app import configure
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FeatureStore"].full_name
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
 def watch_health(
-    health_servicer: health.HealthServicer, serving: Serving, stop: threading.Event
+    health_servicer: health.HealthServicer,
+    ready: Callable[[], bool],
+    stop: threading.Event,
+    interval_s: float = 0.5,
 ) -> None:
-    """SERVING while the online store answers, NOT_SERVING otherwise; checked every 2 s."""
+    """SERVING while ready() holds (first model sync done, Redis answering), NOT_SERVING
+    otherwise; checked every interval_s."""
     last = None
     while not stop.is_set():
         state = (
             health_pb2.HealthCheckResponse.SERVING
-            if serving.ready()
+            if ready()
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         if state != last:
@@ -43,57 +54,94 @@ def watch_health(
                 "grpc_health state=%s", health_pb2.HealthCheckResponse.ServingStatus.Name(state)
             )
             last = state
-        stop.wait(2.0)
+        stop.wait(interval_s)
 
 
 def build_server(
-    settings: Settings, serving: Serving
+    settings: Settings, serving: Serving, models: ModelCache, ready: Callable[[], bool]
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A server with the FeatureStore, health and reflection services, bound but not started."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-    pb_grpc.add_FeatureStoreServicer_to_server(FeatureStoreServicer(serving), server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    """A server with the FeatureStore, health and reflection services, bound but not started
+    (health NOT_SERVING until watch_health says otherwise)."""
+    limit = settings.grpc_max_message_bytes
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=16),
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ],
     )
+    pb_grpc.add_FeatureStoreServicer_to_server(
+        FeatureStoreServicer(serving, read_timeout_s=settings.query_timeout_s), server
+    )
+    health_servicer = health.HealthServicer()
+    for name in (SERVICE_NAME, ""):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     return server, port, health_servicer
 
 
-def sync_models_at_start(settings: Settings) -> None:
-    """Ask the DuckDB service to sync production models; beat retries if it cannot now."""
-    app = configure(settings)
-    try:
-        report = app.send_task(constants.TASK_SYNC_MODELS, queue=settings.read_queue).get(
-            timeout=settings.query_timeout_s
-        )
-        log.info("startup_model_sync served=%s", ",".join(report["served"]) or "-")
-    except Exception as exc:  # noqa: BLE001 - start serving anyway; beat syncs later
-        metrics.FAILURES.labels("grpc", "startup_model_sync").inc()
-        log.warning("startup_model_sync_failed error=%s", type(exc).__name__)
+def build_serving(
+    settings: Settings,
+    client: redis.Redis,
+    reader: Reader | None,
+    publisher: EventPublisher | None,
+) -> tuple[Serving, ModelCache]:
+    """The domain objects of one gRPC process: its model cache, predictor and Serving."""
+    models = ModelCache(client, allow_pickle=settings.allow_pickle)
+    predictor = Predictor(
+        client,
+        models,
+        reader,
+        max_entities=settings.max_entities_per_call,
+        fallback_timeout_s=settings.query_timeout_s,
+    )
+    serving = Serving(
+        client,
+        max_entities=settings.max_entities_per_call,
+        predictor=predictor,
+        publisher=publisher,
+        max_message_bytes=settings.max_message_bytes,
+    )
+    return serving, models
 
 
-def run_grpc(settings: Settings) -> None:
-    """Serve until SIGTERM."""
+def start_background(
+    settings: Settings,
+    models: ModelCache,
+    readiness: Readiness,
+    health_servicer: health.HealthServicer,
+    stop: threading.Event,
+) -> list[threading.Thread]:
+    """Threads of a running server: model refresh, start-up sync, health; until stop."""
+    targets: list[tuple[Callable[..., None], tuple[object, ...]]] = [
+        (models.run, (stop, settings.model_refresh_interval_s)),
+        (readiness.sync_at_start, (configure(settings), settings.query_timeout_s, stop)),
+        (watch_health, (health_servicer, readiness, stop)),
+    ]
+    threads = [threading.Thread(target=t, args=a, daemon=True) for t, a in targets]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def run_grpc(settings: Settings, reader: Reader, publisher: EventPublisher) -> None:
+    """Serve until SIGTERM. The reader serves Predict's fallback reads and the publisher
+    PushFeatures (both built by the caller, which owns their transports)."""
     services.ensure_redis(settings)
     metrics.serve(settings.metrics_port_grpc, "grpc")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: stop.set())
-    serving = Serving(redis.Redis.from_url(settings.redis_url, socket_timeout=5))
-    server, port, health_servicer = build_server(settings, serving)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    serving, models = build_serving(settings, client, reader, publisher)
+    readiness = Readiness(serving, models)
+    server, port, health_servicer = build_server(settings, serving, models, readiness)
     server.start()
-    threading.Thread(
-        target=watch_health, args=(health_servicer, serving, stop), daemon=True
-    ).start()
     log.info("grpc_start port=%d", port)
-    threading.Thread(target=sync_models_at_start, args=(settings,), daemon=True).start()
+    start_background(settings, models, readiness, health_servicer, stop)
     stop.wait()
     server.stop(grace=5).wait()
     log.info("grpc_stop")

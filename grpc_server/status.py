@@ -75,7 +75,7 @@ def remaining_s(context: grpc.ServicerContext, ceiling: float) -> float:
         return ceiling
     if remaining <= 0:
         raise DeadlineExceeded
-    return min(ceiling, remaining)
+    return min(ceiling, float(remaining))
 
 
 def handle_errors(

@@ -1,14 +1,21 @@
-"""Serving logic behind the gRPC transport: online features and served models."""
+"""Serving logic behind the gRPC transport: online features, served models, predictions,
+pushed events. Knows nothing of protobuf."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import redis
 
-from featurestore.constants import PROD_MODELS_KEY
-from featurestore.errors import ValidationError
-from featurestore.store.online import OnlineStore, OnlineValue, as_text
+from featurestore.constants import PROD_MODELS_KEY, online_feature_key
+from featurestore.errors import LimitError, ModelNotFoundError, ServiceError, ValidationError
+from featurestore.ingest.events import CONTROL_CHARACTERS, MAX_NAME_LENGTH
+from featurestore.ingest.publisher import EventPublisher, push_events
+from featurestore.serving import manifest
+from featurestore.serving.manifest import Manifest, SyncStatus
+from featurestore.serving.predict import PredictionResult, Predictor
+from featurestore.store.online import OnlineValue, as_text, decode_value
 
 
 @dataclass(frozen=True)
@@ -19,20 +26,91 @@ class FeatureLookup:
     value: OnlineValue | None
 
 
-class Serving:
-    """What the gRPC servicers call; knows nothing of protobuf."""
+@dataclass(frozen=True)
+class EntityFeatures:
+    """The requested features of one entity."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    entity_id: str
+    features: list[FeatureLookup]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is served of one model (manifest None when nothing) and its last sync outcome."""
+
+    model_id: str
+    served: bool
+    manifest: Manifest | None
+    status: SyncStatus | None
+
+
+def check_entity_ids(entity_ids: Sequence[str], field: str, max_entities: int) -> None:
+    """ValidationError naming the first bad id; LimitError over max_entities."""
+    if not entity_ids:
+        raise ValidationError(f"{field} must not be empty")
+    if len(entity_ids) > max_entities:
+        raise LimitError(f"{len(entity_ids)} entities asked for; at most {max_entities} per call")
+    for index, entity_id in enumerate(entity_ids):
+        where = field if field == "entity_id" else f"{field}[{index}]"
+        if not entity_id:
+            raise ValidationError(f"{where} must not be empty")
+        if len(entity_id) > MAX_NAME_LENGTH:
+            raise ValidationError(f"{where} is longer than {MAX_NAME_LENGTH} characters")
+        if CONTROL_CHARACTERS.search(entity_id):
+            raise ValidationError(f"{where} contains control characters")
+
+
+class Serving:
+    """What the gRPC servicers call."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        max_entities: int = 1000,
+        predictor: Predictor | None = None,
+        publisher: EventPublisher | None = None,
+        max_message_bytes: int = 900_000,
+    ) -> None:
         self.client = client
-        self.online = OnlineStore(client)
+        self.max_entities = max_entities
+        self.predictor = predictor
+        self.publisher = publisher
+        self.max_message_bytes = max_message_bytes
 
     def online_features(self, entity_id: str, feature_names: list[str]) -> list[FeatureLookup]:
-        """Latest values of the named features (every known one when none is named)."""
-        if not entity_id:
-            raise ValidationError("entity_id must not be empty")
-        latest = self.online.get(entity_id)
-        names = feature_names or sorted(latest)
-        return [FeatureLookup(name, latest.get(name)) for name in names]
+        """Latest values of one entity's named features (every known one when none is named)."""
+        return self.online_features_many([entity_id], feature_names, field="entity_id")[0].features
+
+    def online_features_many(
+        self, entity_ids: Sequence[str], feature_names: Sequence[str], *, field: str = "entity_ids"
+    ) -> list[EntityFeatures]:
+        """Latest values of the named features of every entity, in request order, read in one
+        Redis round trip (every feature of each entity when none is named)."""
+        check_entity_ids(entity_ids, field, self.max_entities)
+        names = list(feature_names)
+        # Not a transaction: each hash is read atomically, and MULTI would cost Redis more
+        # for nothing across entities written independently anyway.
+        pipe = self.client.pipeline(transaction=False)
+        for entity_id in entity_ids:
+            key = online_feature_key(entity_id)
+            if names:
+                pipe.hmget(key, names)
+            else:
+                pipe.hgetall(key)
+        replies = pipe.execute()
+        results: list[EntityFeatures] = []
+        for entity_id, reply in zip(entity_ids, replies, strict=True):
+            if names:
+                lookups = [
+                    FeatureLookup(name, None if raw is None else decode_value(name, raw))
+                    for name, raw in zip(names, reply, strict=True)
+                ]
+            else:
+                found = {as_text(f): raw for f, raw in reply.items()}
+                lookups = [FeatureLookup(n, decode_value(n, found[n])) for n in sorted(found)]
+            results.append(EntityFeatures(entity_id, lookups))
+        return results
 
     def ready(self) -> bool:
         """True when the online store answers."""
@@ -44,3 +122,37 @@ class Serving:
     def list_models(self) -> list[str]:
         """Ids of the models served from Redis, sorted."""
         return sorted(as_text(m) for m in self.client.smembers(PROD_MODELS_KEY))
+
+    def model_info(self, model_id: str) -> ModelInfo:
+        """The served version of a model and its last sync outcome; ModelNotFoundError when
+        it is not served and no sync has recorded anything about it."""
+        if not model_id:
+            raise ValidationError("model_id must not be empty")
+        served = bool(self.client.sismember(PROD_MODELS_KEY, model_id))
+        current = manifest.read_manifest(self.client, model_id)
+        status = manifest.read_status(self.client, model_id)
+        if not served and current is None and status is None:
+            raise ModelNotFoundError(f"model {model_id} is not served and has no sync record")
+        return ModelInfo(model_id, served, current, status)
+
+    def predict(
+        self,
+        model_id: str,
+        entity_ids: list[str],
+        overrides: dict[str, dict[str, float]] | None,
+        *,
+        timeout_s: float,
+    ) -> PredictionResult:
+        """The model's outputs for each entity; a feature read falling back to DuckDB gets
+        at most timeout_s."""
+        if self.predictor is None:
+            raise ServiceError("this server was started without a predictor")
+        return self.predictor.predict(model_id, entity_ids, overrides, timeout_s=timeout_s)
+
+    def push_features(self, rows: Sequence[Mapping[str, object]], *, timeout_s: float) -> int:
+        """Validate events (producer's rules) and publish them all; events delivered."""
+        if self.publisher is None:
+            raise ServiceError("this server was started without an event publisher")
+        return push_events(
+            self.publisher, rows, max_message_bytes=self.max_message_bytes, timeout_s=timeout_s
+        )

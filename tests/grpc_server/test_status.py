@@ -6,8 +6,16 @@ import grpc
 import pytest
 import redis
 
-from featurestore.errors import QueryError, ServiceStartError, ValidationError
-from grpc_server.status import status_for
+from featurestore.errors import (
+    LimitError,
+    MissingFeaturesError,
+    ModelNotFoundError,
+    QueryError,
+    QueryTimeoutError,
+    ServiceStartError,
+    ValidationError,
+)
+from grpc_server.status import DeadlineExceeded, status_for
 
 
 @pytest.mark.parametrize(
@@ -18,6 +26,27 @@ from grpc_server.status import status_for
             grpc.StatusCode.INVALID_ARGUMENT,
             "entity_id must not be empty",
         ),
+        (
+            LimitError("1001 entities in one call, over the limit of 1000"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "1001 entities in one call, over the limit of 1000",
+        ),
+        (
+            ModelNotFoundError("model 'credit' is not served"),
+            grpc.StatusCode.NOT_FOUND,
+            "model 'credit' is not served",
+        ),
+        (
+            MissingFeaturesError("credit", {"e1": ["age", "dti"], "e2": ["dti"]}),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "model credit is missing features (e1: age, dti; e2: dti)",
+        ),
+        (
+            QueryTimeoutError("the DuckDB service did not answer within 30.0s"),
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "a feature read did not finish in time",
+        ),
+        (DeadlineExceeded(), grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"),
         (
             ServiceStartError("kafka did not start; see /srv/state/logs/kafka.log"),
             grpc.StatusCode.UNAVAILABLE,
