@@ -57,6 +57,8 @@ def configure(settings: Settings) -> Celery:
             "sync-models": {
                 "task": constants.TASK_SYNC_MODELS,
                 "schedule": settings.model_sync_interval_s,
+                # The next one supersedes it: none pile up while the model-sync worker is down.
+                "options": {"expires": settings.model_sync_interval_s},
             },
         },
     )

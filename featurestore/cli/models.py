@@ -6,9 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery
 
 from featurestore import constants
+from featurestore.serving import manifest
 from featurestore.settings import Settings
 from featurestore.store.registry import ModelRecord, list_sql, load_specs
 from tasks.client.query import query
@@ -31,6 +33,26 @@ def _print(records: list[ModelRecord]) -> None:
         )
 
 
+def _print_serving(client: redis.Redis, model_ids: list[str]) -> None:
+    """Per model: whether it is served, which version, and its last sync outcome."""
+    if not model_ids:
+        return
+    print(f"\n{'MODEL':<24}{'SERVED':<8}{'VERSION':<12}{'LAST SYNC':<22}LAST SYNC ERROR")
+    for model_id in model_ids:
+        served = manifest.read_manifest(client, model_id)
+        status = manifest.read_status(client, model_id)
+        synced = status.last_success_at if status is not None else None
+        error = "-"
+        if status is not None and status.last_error_reason:
+            rejected = f" (version {status.rejected_version} not served)"
+            error = status.last_error_reason + (rejected if status.rejected_version else "")
+        print(
+            f"{model_id:<24}{'yes' if served else 'no':<8}"
+            f"{served.version if served else '-':<12}"
+            f"{synced.strftime('%Y-%m-%d %H:%M:%S') if synced else '-':<22}{error}"
+        )
+
+
 def run(settings: Settings, app: Celery, args: argparse.Namespace) -> int:
     """Carry out one `fstore model` subcommand."""
     if args.model_command == "register":
@@ -45,7 +67,7 @@ def run(settings: Settings, app: Celery, args: argparse.Namespace) -> int:
         )
         print(f"{args.model_command}d {args.model_id} {args.version}")
         # Serve the change now rather than at the next scheduled sync.
-        app.send_task(constants.TASK_SYNC_MODELS, queue=settings.read_queue)
+        app.send_task(constants.TASK_SYNC_MODELS, queue=settings.model_sync_queue)
         return 0
     model_id = getattr(args, "model_id", None)
     sql, params = list_sql(model_id, getattr(args, "status", None))
@@ -56,6 +78,11 @@ def run(settings: Settings, app: Celery, args: argparse.Namespace) -> int:
             print(f"no model {model_id}" + (f" version {args.version}" if args.version else ""))
             return 1
     _print(records)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=settings.query_timeout_s)
+    try:
+        _print_serving(client, sorted({r.model_id for r in records}))
+    finally:
+        client.close()
     return 0
 
 

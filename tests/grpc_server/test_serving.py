@@ -4,6 +4,7 @@ Blob Storage into Redis, health, and errors."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,11 +18,13 @@ from azure.storage.blob import BlobServiceClient
 
 from bridge.producer import FileProducer
 from featurestore import constants
+from featurestore.serving import manifest
 from featurestore.settings import Settings
 from grpc_server.generated import featurestore_pb2 as pb
 from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
 from tasks.app import configure
 from tests.helpers import run_cli, wait_for_count, wait_until
+from tests.serving import onnx_models
 
 pytestmark = pytest.mark.integration
 
@@ -96,33 +99,62 @@ def test_promoted_model_is_synced_from_azure_into_redis_and_listed(
     container = BlobServiceClient.from_connection_string(
         stack.azure_connection_string
     ).get_container_client(stack.azure_container)
-    artifacts = {"onnx": uuid.uuid4().bytes * 10, "json": b'{"scaler": true}'}
+    artifacts = {
+        "onnx": onnx_models.linear_classifier(1, [0.5]),
+        "json": onnx_models.scaler_json([40.0], [10.0]),
+    }
     container.upload_blob(f"{model}/model_production.onnx", artifacts["onnx"])
     container.upload_blob(f"{model}/scaler_production.json", artifacts["json"])
     container.upload_blob(f"{model}/model_staging.onnx", b"not served")
     spec = tmp_path / "spec.json"
-    spec.write_text(
-        json.dumps(
-            {
-                "model_id": model,
-                "artifact_type": "model",
-                "version": "1.0.0",
-                "azure_location": stack.azure_container,
-                "expected_features": [{"index": 0, "name": "age_years", "type": "int"}],
-            }
+
+    def register(version: str) -> None:
+        spec.write_text(
+            json.dumps(
+                {
+                    "model_id": model,
+                    "artifact_type": "model",
+                    "version": version,
+                    "azure_location": stack.azure_container,
+                    "expected_features": [{"index": 0, "name": "age_years", "type": "int"}],
+                }
+            )
         )
-    )
-    for args in (["register", str(spec)], ["promote", model, "1.0.0"]):
-        result = run_cli(stack, "model", *args)
-        assert result.returncode == 0, result.stderr
+        for args in (["register", str(spec)], ["promote", model, version]):
+            result = run_cli(stack, "model", *args)
+            assert result.returncode == 0, result.stderr
+
+    # The promote sends the sync task to the model-sync worker.
+    register("1.0.0")
     store = redis.Redis.from_url(stack.redis_url)
     assert wait_until(lambda: bool(store.sismember(constants.PROD_MODELS_KEY, model)))
     assert store.get(constants.model_artifact_key(model, "onnx")) == artifacts["onnx"]
     assert store.get(constants.model_artifact_key(model, "json")) == artifacts["json"]
     assert model in client.ListModels(pb.ListModelsRequest()).model_ids
+    shown = run_cli(stack, "model", "show", model)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(rf"\n{model} +yes +1\.0\.0 +\d{{4}}-\S+ \S+ +-\n", shown.stdout), shown.stdout
 
-    archive = run_cli(stack, "model", "archive", model, "1.0.0")
+    # A version that fails validation is not served; the CLI shows why.
+    container.upload_blob(f"{model}/model_production.onnx", b"not onnx", overwrite=True)
+    register("2.0.0")
+
+    def rejected() -> bool:
+        status = manifest.read_status(store, model)
+        return status is not None and status.rejected_version == "2.0.0"
+
+    assert wait_until(rejected)
+    assert store.get(constants.model_artifact_key(model, "onnx")) == artifacts["onnx"]
+    listed = run_cli(stack, "model", "list")
+    assert re.search(
+        rf"\n{model} +yes +1\.0\.0 .*onnx_invalid \(version 2\.0\.0 not served\)\n",
+        listed.stdout,
+    ), listed.stdout
+
+    archive = run_cli(stack, "model", "archive", model, "2.0.0")
     assert archive.returncode == 0, archive.stderr
     assert wait_until(lambda: not store.sismember(constants.PROD_MODELS_KEY, model))
     assert model not in client.ListModels(pb.ListModelsRequest()).model_ids
     assert store.get(constants.model_artifact_key(model, "onnx")) is None
+    shown = run_cli(stack, "model", "show", model)
+    assert re.search(rf"\n{model} +no +- ", shown.stdout), shown.stdout
