@@ -52,7 +52,9 @@ class BlobRef:
         return stem[: -len("production")].rstrip("_-.").lower()
 
 
-def blob_client(settings: Settings, *, retries: int = 2) -> BlobServiceClient:
+def blob_client(
+    settings: Settings, *, retries: int = 2, chunk_bytes: int = 4 * 1024 * 1024
+) -> BlobServiceClient:
     """The model sync's Azure client (one per process): short retries, since the next sync
     comes within a minute and the SDK's default back-off (15 s, then 45 s...) holds the
     worker that long; 4 MiB gets, so a download streams in bounded pieces."""
@@ -61,8 +63,8 @@ def blob_client(settings: Settings, *, retries: int = 2) -> BlobServiceClient:
         retry_policy=ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=retries),
         connection_timeout=10,
         read_timeout=60,
-        max_single_get_size=4 * 1024 * 1024,
-        max_chunk_get_size=4 * 1024 * 1024,
+        max_single_get_size=chunk_bytes,
+        max_chunk_get_size=chunk_bytes,
     )
 
 

@@ -13,7 +13,7 @@ from azure.storage.blob import BlobServiceClient
 from prometheus_client import REGISTRY
 
 from featurestore import constants
-from featurestore.errors import ServiceError
+from featurestore.errors import ArtifactError, ServiceError
 from featurestore.serving import artifacts, manifest
 from featurestore.serving.runtime import load_model
 from tasks.model_sync_tasks import ModelSyncTask
@@ -259,6 +259,24 @@ def test_artifacts_registered_in_two_containers_are_both_synced(env: SyncEnv) ->
         "onnx": env.container(0),
         "json": env.container(1),
     }
+
+
+def test_download_streams_in_pieces_and_refuses_past_the_limit(env: SyncEnv) -> None:
+    data = bytes(range(256)) * 40  # 10 KiB, ten 1 KiB gets
+    etag = env.upload("model_production.onnx", data)
+    [ref] = artifacts.list_production(env.blobs, env.container(), env.model_id)
+    small = artifacts.blob_client(env.settings, retries=0, chunk_bytes=1024)
+    try:
+        assert artifacts.download(small, ref, max_bytes=len(data)) == (data, etag)
+        with pytest.raises(ArtifactError, match="over max_artifact_bytes=4096") as caught:
+            artifacts.download(small, ref, max_bytes=4096)
+        assert caught.value.reason == "too_large"
+        env.delete("model_production.onnx")
+        with pytest.raises(ArtifactError) as gone:
+            artifacts.download(small, ref, max_bytes=len(data))
+        assert gone.value.reason == "missing_artifact"
+    finally:
+        small.close()
 
 
 def _closed_port_client(env: SyncEnv) -> BlobServiceClient:
