@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 from azure.storage.blob import BlobServiceClient
+from prometheus_client import REGISTRY
 
 from featurestore.services import ManagedService
 from featurestore.serving import artifacts
@@ -40,6 +41,11 @@ def classifier(weights: list[float] = WEIGHTS_V1, width: int = len(FEATURES)) ->
 def scaler(width: int = len(FEATURES)) -> bytes:
     """JSON scaler bytes."""
     return onnx_models.scaler_json(MEAN[:width], SCALE[:width])
+
+
+def metric(name: str, **labels: str) -> float:
+    """A sample of this process's metrics (0 when never set)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 @dataclass
