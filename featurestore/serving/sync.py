@@ -268,6 +268,8 @@ def _failed(
     )
     sync.report.failed[model_id] = exc.reason
     if served is not None:
+        # Still served: the gauge says so after a restart of the worker too.
+        metrics.MODEL_SERVED_VERSION.labels(model_id, served.version).set(1)
         sync.report.served.append(model_id)
 
 
