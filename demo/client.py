@@ -115,6 +115,36 @@ class Served:
     used: np.ndarray
 
 
+def predict_current(
+    stub: pb_grpc.FeatureStoreStub,
+    model_id: str,
+    entity_ids: list[str],
+    expected: np.ndarray,
+    *,
+    tolerance: float,
+    timeout_s: float,
+) -> tuple[Served, float]:
+    """Predict until the scores are the expected ones or timeout_s passes; the last reply
+    and the seconds waited. GetModel reports what Redis serves; each gRPC process loads a
+    newly published version at its next refresh (model_refresh_interval_s), and a reply
+    names the version, not the upload, so a new upload of the same version shows only in
+    the scores. A model the process has not loaded yet is NOT_FOUND meanwhile."""
+    began = time.monotonic()
+    while True:
+        try:
+            served = predict(stub, model_id, entity_ids)
+        except grpc.RpcError as exc:
+            if exc.code() is not grpc.StatusCode.NOT_FOUND or time.monotonic() - began > timeout_s:
+                raise
+        else:
+            close = served.scores.shape == expected.shape and bool(
+                np.all(np.abs(served.scores - expected) <= tolerance)
+            )
+            if close or time.monotonic() - began > timeout_s:
+                return served, time.monotonic() - began
+        time.sleep(0.1)
+
+
 def predict(stub: pb_grpc.FeatureStoreStub, model_id: str, entity_ids: list[str]) -> Served:
     """Predict over gRPC; the probability of class 1 and the inputs used, per entity."""
     reply = stub.Predict(

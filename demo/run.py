@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.pipeline import Pipeline
 
 from bridge.producer import FileProducer
 from demo import client, data, model, publish
@@ -148,22 +147,15 @@ def run(settings: Settings, options: Options, out: Callable[[str], None] = print
             client.wait_online(stub, credit.entity_ids, data.FEATURE_NAMES, event_time)
             note.append(f"{options.entities} entities x {len(data.FEATURE_NAMES)} features")
         shown = credit.entity_ids[: options.shown]
+        in_process = model.InProcessModel(artifacts).scores(credit.rows(shown))
         with steps.step(f"Predict over gRPC for {len(shown)} entities") as note:
-            served = client.predict(stub, options.model_id, shown)
-            note.append(f"model version {served.version}")
-    return compare(credit, pipeline, artifacts, shown, served)
-
-
-def compare(
-    credit: data.CreditData,
-    pipeline: Pipeline,
-    artifacts: model.Artifacts,
-    shown: list[str],
-    served: client.Served,
-) -> Outcome:
-    """The served scores beside ONNX Runtime in this process and scikit-learn."""
+            # Bounded by a few refresh periods of the gRPC process's model cache.
+            patience = 5 * settings.model_refresh_interval_s + 5
+            served, waited = client.predict_current(
+                stub, options.model_id, shown, in_process, tolerance=TOLERANCE, timeout_s=patience
+            )
+            note.append(f"model version {served.version}, scores current after {waited:.1f}s")
     rows = credit.rows(shown)
-    in_process = model.InProcessModel(artifacts).scores(rows)
     by_sklearn = model.sklearn_scores(pipeline, rows)
     diff = max(
         float(np.max(np.abs(served.scores - in_process))),
@@ -185,16 +177,18 @@ def compare(
 
 def table(outcome: Outcome) -> str:
     """The scores side by side, and the largest difference."""
-    lines = [
-        f"{'ENTITY':<18}{'SERVED':>12}{'IN-PROCESS':>12}{'SKLEARN':>12}{'|DIFF|':>12}",
-    ]
+    header = ["ENTITY", "SERVED", "IN-PROCESS", "SKLEARN", "|SRV-ORT|", "|SRV-SKL|"]
+    lines = [f"{header[0]:<18}" + "".join(f"{h:>12}" for h in header[1:])]
     for i, entity in enumerate(outcome.entity_ids):
         served, local, sk = outcome.served[i], outcome.in_process[i], outcome.sklearn[i]
-        diff = max(abs(served - local), abs(served - sk))
-        lines.append(f"{entity:<18}{served:>12.6f}{local:>12.6f}{sk:>12.6f}{diff:>12.2e}")
+        lines.append(
+            f"{entity:<18}{served:>12.6f}{local:>12.6f}{sk:>12.6f}"
+            f"{abs(served - local):>12.2e}{abs(served - sk):>12.2e}"
+        )
+    same = "equal" if outcome.max_feature_diff == 0 else "DIFFER FROM"
     lines.append(
         f"largest absolute difference: {outcome.max_diff:.2e} (tolerance {TOLERANCE:.0e}); "
-        f"features used by the server {'equal' if outcome.max_feature_diff == 0 else 'DIFFER FROM'}"
-        f" the ingested values; served model version {outcome.served_version}"
+        f"features used by the server {same} the ingested values; "
+        f"served model version {outcome.served_version}"
     )
     return "\n".join(lines)

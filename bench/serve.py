@@ -1,0 +1,240 @@
+"""make bench-serve: Predict over gRPC on 100k entities in the online store.
+
+Measures, in one run: Predict for one entity at a steady 500 requests/s for 30 s (open loop);
+the highest rate with zero errors (the rate stepped up until errors or the rate is missed);
+ModelInfer (KServe v2) for one row; Predict for 100 entities; and a floor, the health
+Check, measured in turn with the single calls. The model is the demo's (demo.model), the
+features go through Kafka with the file producer. The last line of output is one JSON object.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.common import bench_settings, now, percentile, running_stack
+from bench.load import Call, closed_loop, open_loop
+from bridge.producer import FileProducer
+from demo import client, data, model, publish
+from featurestore.constants import online_feature_key
+from featurestore.logs import setup_logging
+from featurestore.progress import Progress
+from featurestore.settings import Settings
+from grpc_server.generated import featurestore_pb2 as pb
+from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
+from grpc_server.generated import grpc_predict_v2_pb2 as oip
+from grpc_server.generated import grpc_predict_v2_pb2_grpc as oip_grpc
+from tasks.app import configure
+
+log = logging.getLogger("bench.serve")
+
+ENTITIES = 100_000
+PREFIX = "cust_"
+STEADY_RATE = 500
+STEADY_SECONDS = 30
+RAMP_START, RAMP_STEP, RAMP_SECONDS = 500, 250, 4
+SAMPLES = 1000
+BATCH = 100
+THREADS = 16
+CALL_TIMEOUT_S = 2.0
+TARGETS = {
+    "predict_p50_ms": 1.5,
+    "predict_p99_ms": 4.0,
+    "predict_errors": 0,
+    "max_rps_no_errors": 1000,
+    "predict_batch100_p50_ms": 5.0,
+}
+
+
+def load_features(settings: Settings, folder: Path) -> data.CreditData:
+    """ENTITIES applicants' features through Kafka; returns once all are in the online store."""
+    credit = data.generate(ENTITIES, prefix=PREFIX)
+    path = folder / "features.parquet"
+    events = data.write_parquet(credit, path, dt.datetime.now(dt.UTC))
+    began = now()
+    FileProducer(settings, 1000).run([path])
+    online = redis.Redis.from_url(settings.redis_url)
+    width = len(data.FEATURE_NAMES)
+    with Progress("online", ENTITIES, unit="entities") as progress:
+        waiting = credit.entity_ids
+        while waiting:
+            pipe = online.pipeline(transaction=False)
+            for entity in waiting:
+                pipe.hlen(online_feature_key(entity))
+            lengths = pipe.execute()
+            still = [e for e, n in zip(waiting, lengths, strict=True) if n < width]
+            progress.update(len(waiting) - len(still))
+            waiting = still
+            if waiting:
+                if now() - began > 600:
+                    raise TimeoutError(f"{len(waiting)} entities not online after 600 s")
+                time.sleep(0.5)
+    log.info("bench_features_online events=%d seconds=%.1f", events, now() - began)
+    return credit
+
+
+def publish_model(settings: Settings, credit: data.CreditData, folder: Path) -> model.Artifacts:
+    """The demo's model trained on the data, published and served."""
+    artifacts = model.export(model.train(credit))
+    etags = publish.upload(settings, publish.MODEL_ID, artifacts)
+    specs = publish.specs(settings, publish.MODEL_ID, publish.VERSION, data.FEATURES)
+    publish.register_and_promote(settings, configure(settings), specs, folder)
+    channel, stub = client.connect(settings)
+    with channel:
+        client.wait_served(stub, publish.MODEL_ID, publish.VERSION, etags)
+        # Until the gRPC process has loaded it (its next model-cache refresh).
+        shown = credit.entity_ids[:5]
+        expected = model.InProcessModel(artifacts).scores(credit.rows(shown))
+        served, _waited = client.predict_current(
+            stub, publish.MODEL_ID, shown, expected, tolerance=1e-5, timeout_s=30
+        )
+        if not np.allclose(served.scores, expected, rtol=0, atol=1e-5):
+            raise RuntimeError("the served scores differ from the in-process ones")
+    return artifacts
+
+
+def infer_request(stub: oip_grpc.GRPCInferenceServiceStub, row: np.ndarray) -> Any:
+    """A ModelInfer request for one row, shaped as ModelMetadata says."""
+    meta = stub.ModelMetadata(oip.ModelMetadataRequest(name=publish.MODEL_ID))
+    tensor = meta.inputs[0]
+    request = oip.ModelInferRequest(model_name=publish.MODEL_ID)
+    request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=[1, len(row)])
+    contents = request.inputs[0].contents
+    if tensor.datatype == "FP32":
+        contents.fp32_contents.extend(row.astype(np.float32).tolist())
+    else:
+        contents.fp64_contents.extend(row.tolist())
+    return request
+
+
+def measure(settings: Settings, credit: data.CreditData) -> dict[str, Any]:
+    """Every gRPC measurement, on one channel per kind of call."""
+    channel = grpc.insecure_channel(client.address(settings))
+    stub = pb_grpc.FeatureStoreStub(channel)
+    health = health_pb2_grpc.HealthStub(channel)
+    infer_stub = oip_grpc.GRPCInferenceServiceStub(channel)
+    rng = random.Random(1)
+    ids = credit.entity_ids
+
+    def predict_one(_i: int) -> object:
+        request = pb.PredictRequest(model_id=publish.MODEL_ID, entity_ids=[rng.choice(ids)])
+        return stub.Predict(request, timeout=CALL_TIMEOUT_S)
+
+    def predict_batch(_i: int) -> object:
+        request = pb.PredictRequest(model_id=publish.MODEL_ID, entity_ids=rng.sample(ids, BATCH))
+        return stub.Predict(request, timeout=CALL_TIMEOUT_S)
+
+    check = health_pb2.HealthCheckRequest(service="")
+    calls: dict[str, Call] = {
+        "floor": lambda _i: health.Check(check, timeout=CALL_TIMEOUT_S),
+        "predict_closed": predict_one,
+        "predict_batch100": predict_batch,
+    }
+    try:
+        one_row = infer_request(infer_stub, credit.features[0])
+        calls["infer"] = lambda _i: infer_stub.ModelInfer(one_row, timeout=CALL_TIMEOUT_S)
+    except grpc.RpcError as exc:
+        if exc.code() is not grpc.StatusCode.UNIMPLEMENTED:
+            raise
+        log.warning("bench_infer_skipped reason=%s", "the server has no KServe v2 service")
+    log.info("bench_closed_loop samples=%d kinds=%s", SAMPLES, ",".join(calls))
+    samples = closed_loop(calls, SAMPLES)
+    out: dict[str, Any] = {}
+    for name, values in samples.items():
+        out[f"{name}_p50_ms"] = percentile(values, 0.5)
+        out[f"{name}_p99_ms"] = percentile(values, 0.99)
+    log.info("bench_steady rate=%d seconds=%d", STEADY_RATE, STEADY_SECONDS)
+    steady = open_loop(predict_one, STEADY_RATE, STEADY_SECONDS, THREADS)
+    out.update(steady.summary("predict"))
+    out["predict_error_codes"] = dict(steady.errors)
+    out["max_rps_no_errors"], out["ramp"] = ramp(predict_one)
+    channel.close()
+    return out
+
+
+def ramp(call: Any) -> tuple[int, list[dict[str, Any]]]:
+    """Step the rate up until a step has an error or misses its rate; the last clean rate."""
+    best, steps = 0, []
+    rate = RAMP_START
+    while True:
+        result = open_loop(call, rate, RAMP_SECONDS, THREADS * 2)
+        step = {
+            "rate": rate,
+            "achieved_rps": round(result.achieved_rps),
+            "p50_ms": round(percentile(result.latencies_ms, 0.5), 3),
+            "p99_ms": round(percentile(result.latencies_ms, 0.99), 3),
+            "errors": result.error_count,
+        }
+        steps.append(step)
+        log.info("bench_ramp %s", " ".join(f"{k}={v}" for k, v in step.items()))
+        if not result.kept_up():
+            return best, steps
+        best = rate
+        rate += RAMP_STEP
+
+
+def table(result: dict[str, Any]) -> str:
+    """The figures against the targets, for people."""
+    rows = [
+        ("Predict 1 entity @500 rps p50 (ms)", result["predict_p50_ms"], "<= 1.5"),
+        ("Predict 1 entity @500 rps p99 (ms)", result["predict_p99_ms"], "<= 4"),
+        ("Predict @500 rps errors", result["predict_errors"], "0"),
+        ("Predict @500 rps achieved (req/s)", result["predict_achieved_rps"], ""),
+        ("Predict @500 rps send lateness p99 (ms)", result["predict_late_p99_ms"], ""),
+        ("highest rate without errors (req/s)", result["max_rps_no_errors"], ">= 1000"),
+        ("Predict 100 entities p50 (ms)", result["predict_batch100_p50_ms"], "<= 5"),
+        ("Predict 100 entities p99 (ms)", result["predict_batch100_p99_ms"], ""),
+        ("Predict 1 entity one at a time p50 (ms)", result["predict_closed_p50_ms"], ""),
+        ("Predict 1 entity one at a time p99 (ms)", result["predict_closed_p99_ms"], ""),
+        ("ModelInfer 1 row p50 (ms)", result.get("infer_p50_ms", "-"), ""),
+        ("ModelInfer 1 row p99 (ms)", result.get("infer_p99_ms", "-"), ""),
+        ("floor: health Check p50 (ms)", result["floor_p50_ms"], ""),
+        ("floor: health Check p99 (ms)", result["floor_p99_ms"], ""),
+    ]
+    lines = [f"{'MEASURE':<42}{'VALUE':>10}  TARGET"]
+    for name, value, target in rows:
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        lines.append(f"{name:<42}{shown:>10}  {target}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run every measurement, print the table, and the JSON summary last."""
+    setup_logging("WARNING")
+    for name in ("bench", "featurestore.progress"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    folder = Path(tempfile.mkdtemp(prefix="fstore-bench-serve-"))
+    settings = bench_settings(folder / "state", metrics_port_model_sync=10105)
+    try:
+        with running_stack(settings):
+            credit = load_features(settings, folder)
+            publish_model(settings, credit, folder)
+            result = measure(settings, credit)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    result = {
+        "entities": ENTITIES,
+        **{k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()},
+    }
+    result["targets_met"] = {
+        name: result[name] <= bound if name != "max_rps_no_errors" else result[name] >= bound
+        for name, bound in TARGETS.items()
+    }
+    print(table(result))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
