@@ -22,6 +22,7 @@ from featurestore.serving.service import Serving
 from featurestore.settings import Settings
 from grpc_server.generated import featurestore_pb2 as pb
 from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
+from grpc_server.inference import add_inference_service
 from grpc_server.servicer import FeatureStoreServicer
 from grpc_server.startup import Readiness
 from tasks.app import configure
@@ -60,8 +61,8 @@ def watch_health(
 def build_server(
     settings: Settings, serving: Serving, models: ModelCache, ready: Callable[[], bool]
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """A server with the FeatureStore, health and reflection services, bound but not started
-    (health NOT_SERVING until watch_health says otherwise)."""
+    """A server with the FeatureStore, Open Inference Protocol, health and reflection
+    services, bound but not started (health NOT_SERVING until watch_health says otherwise)."""
     limit = settings.grpc_max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
@@ -77,7 +78,10 @@ def build_server(
     for name in (SERVICE_NAME, ""):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME]
+    inference = add_inference_service(
+        server, models, ready, max_rows=settings.max_entities_per_call
+    )
+    names = [SERVICE_NAME, inference, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     return server, port, health_servicer

@@ -31,7 +31,9 @@ from featurestore.services import ManagedService
 from featurestore.serving import manifest
 from featurestore.serving.runtime import ModelCache
 from featurestore.settings import Settings
+from grpc_server.generated import featurestore_pb2
 from grpc_server.inference import add_inference_service
+from tests.grpc_server.inprocess import running_server
 from tests.serving import onnx_models
 
 pytestmark = pytest.mark.integration
@@ -88,6 +90,9 @@ def load_kserve_modules(out: Path) -> tuple[ModuleType, ModuleType]:
     finally:
         sys.path.remove(str(out))
         descriptor_pool.Default = default
+        # The modules are held here; their top-level names are left free.
+        for name in ("grpc_predict_v2_pb2", "grpc_predict_v2_pb2_grpc"):
+            sys.modules.pop(name, None)
     assert pb.DESCRIPTOR.pool is pool
     assert pb.DESCRIPTOR.package == "inference"
     return pb, pb_grpc
@@ -140,10 +145,15 @@ def cache(store: redis.Redis, served: Served) -> ModelCache:
 
 
 @pytest.fixture(scope="module")
+def kserve_modules(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    return load_kserve_modules(tmp_path_factory.mktemp("kserve"))
+
+
+@pytest.fixture(scope="module")
 def kserve(
-    tmp_path_factory: pytest.TempPathFactory, cache: ModelCache, ready: threading.Event
+    kserve_modules: tuple[Any, Any], cache: ModelCache, ready: threading.Event
 ) -> Iterator[Kserve]:
-    pb, pb_grpc = load_kserve_modules(tmp_path_factory.mktemp("kserve"))
+    pb, pb_grpc = kserve_modules
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     name = add_inference_service(server, cache, ready.is_set, max_rows=MAX_ROWS)
     reflection.enable_server_reflection((name, reflection.SERVICE_NAME), server)
@@ -412,3 +422,24 @@ def test_reflection_lists_inference_service(kserve: Kserve) -> None:
         "ModelMetadata",
         "ModelInfer",
     }
+
+
+def test_project_server_serves_the_protocol_beside_featurestore(
+    settings: Settings, served: Served, kserve_modules: tuple[Any, Any]
+) -> None:
+    """The server main.build_server makes: OIP on the same port, listed by reflection."""
+    pb, pb_grpc = kserve_modules
+    with running_server(settings) as running:
+        running.models.refresh()
+        stub = pb_grpc.GRPCInferenceServiceStub(running.channel)
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready is False
+        running.readiness.synced.set()
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready is True
+        reply = stub.ModelInfer(infer_request(pb, served.classifier, ROWS, "FP64"), timeout=10)
+        got = {t.name: typed_output(t) for t in reply.outputs}
+        want = reference(served.classifier_onnx, ROWS, np.float32, scaled=True)
+        np.testing.assert_array_equal(got["label"], want["label"])
+        np.testing.assert_allclose(got["probabilities"], want["probabilities"], rtol=1e-6)
+        services = set(ProtoReflectionDescriptorDatabase(running.channel).get_services())
+    featurestore_service = featurestore_pb2.DESCRIPTOR.services_by_name["FeatureStore"]
+    assert {"inference.GRPCInferenceService", featurestore_service.full_name} <= services
