@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from featurestore import stack as stack_module
 from featurestore.settings import Settings
-from tests.helpers import run_cli
+from tests.helpers import run_cli, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -43,10 +43,16 @@ def test_status_command_shows_programs_and_services(stack: Settings) -> None:
 
 
 def test_grpc_health_is_serving(stack: Settings) -> None:
+    # SERVING once the server's first model sync, by the model-sync program, has finished.
     with grpc.insecure_channel(f"localhost:{stack.grpc_port}") as channel:
         grpc.channel_ready_future(channel).result(timeout=30)
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
-    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = health_pb2_grpc.HealthStub(channel)
+
+        def serving() -> bool:
+            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+        assert wait_until(serving, timeout=60)
 
 
 @pytest.mark.parametrize(
