@@ -21,7 +21,7 @@ from featurestore.settings import Settings
 from featurestore.store.registry import ModelRecord
 
 AZURE_UNREACHABLE = "azure_unreachable"
-_EXTENSION = re.compile(r"^[a-z0-9]+$")
+_EXTENSION = re.compile(r"[a-z0-9]+")
 _STEM_SUFFIXES = ("_production", "-production", ".production")
 # The registry's usual artifact types, recognised from the extension when the blob's name
 # does not say which row it belongs to.
@@ -76,7 +76,7 @@ def production_extension(blob_name: str, model_id: str) -> str | None:
     folder, filename = blob_name.split("/")
     stem, dot, extension = filename.rpartition(".")
     extension = extension.lower()
-    if folder != model_id or not dot or not _EXTENSION.match(extension):
+    if folder != model_id or not dot or not _EXTENSION.fullmatch(extension):
         return None
     if stem == "production" or stem.endswith(_STEM_SUFFIXES):
         return extension

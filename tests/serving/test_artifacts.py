@@ -26,6 +26,7 @@ from featurestore.store.registry import ModelRecord
         ("m/model_production.onnx.bak", None),
         ("m/model_staging.onnx", None),
         ("m/model_production.on-nx", None),
+        ("m/model_production.onnx\n", None),
         ("m/sub/model_production.onnx", None),
         ("m//model_production.onnx", None),
         ("/m/model_production.onnx", None),
