@@ -37,7 +37,7 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         model = self.models.get(name)
         if version and version != model.version:
             raise ModelNotFoundError(
-                f"model {name} version {version} is not served (it serves {model.version})"
+                f"model {name!r} version {version!r} is not served (it serves {model.version!r})"
             )
         return model
 
