@@ -1,27 +1,86 @@
-"""Groups validated events of one partition into write batches bounded by rows and wait."""
+"""Groups validated rows of one partition into write batches bounded by rows and wait.
+
+Each topic's rows have a kind (BatchKind): feature events, or prediction records.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import pyarrow as pa
 
-from featurestore.ingest import write_batch
-from featurestore.ingest.events import Columns
+from featurestore import constants
+from featurestore.ingest import predictions, write_batch
+from featurestore.ingest.events import Columns, parse_message
 from featurestore.store.database import OffsetSpan
+
+
+class Rows(Protocol):
+    """Validated rows of one kind, gathered for a batch."""
+
+    def __len__(self) -> int: ...
+
+    def extend(self, other: Any, /) -> None:
+        """Append the rows of another message."""
+        ...
+
+
+def _encode_features(columns: Columns, offsets: list[int]) -> bytes:
+    table = pa.table(
+        {
+            "entity_id": pa.array(columns.entity_id, pa.string()),
+            "feature_name": pa.array(columns.feature_name, pa.string()),
+            "value": pa.array(columns.value, pa.float64()),
+            "event_timestamp": pa.array(columns.event_timestamp, pa.int64()).cast(
+                pa.timestamp("us")
+            ),
+            "offset": pa.array(offsets, pa.int64()),
+        }
+    )
+    return write_batch.encode(table)
+
+
+@dataclass(frozen=True)
+class BatchKind:
+    """How one topic's messages become rows, a write task, and dead letters again."""
+
+    task: str
+    parse: Callable[[bytes | None], Rows]
+    new_rows: Callable[[], Rows]
+    encode: Callable[[Any, list[int]], bytes]
+    by_offset: Callable[[bytes], dict[int, list[dict[str, object]]]]
+
+
+FEATURES = BatchKind(
+    constants.TASK_WRITE_BATCH,
+    parse_message,
+    Columns,
+    _encode_features,
+    write_batch.events_by_offset,
+)
+PREDICTIONS = BatchKind(
+    constants.TASK_WRITE_PREDICTIONS,
+    predictions.parse_record,
+    predictions.PredictionRows,
+    lambda rows, offsets: rows.encode(offsets),
+    predictions.records_by_offset,
+)
 
 
 @dataclass
 class PendingBatch:
-    """Events gathered for one write task, and the message offsets they came from."""
+    """Rows gathered for one write task, and the message offsets they came from."""
 
     topic: str
     partition: int
     first_offset: int
     last_offset: int
     started: float = field(default_factory=time.monotonic)
-    columns: Columns = field(default_factory=Columns)
+    kind: BatchKind = FEATURES
+    columns: Rows = field(default_factory=Columns)
     offsets: list[int] = field(default_factory=list)
     dead_letters: int = 0
 
@@ -30,8 +89,8 @@ class PendingBatch:
         """Offsets of every message consumed into this batch, dead-lettered ones included."""
         return OffsetSpan(self.topic, self.partition, self.first_offset, self.last_offset)
 
-    def add(self, offset: int, events: Columns | None) -> None:
-        """Take one consumed message: its events, or None when it was dead-lettered."""
+    def add(self, offset: int, events: Rows | None) -> None:
+        """Take one consumed message: its rows, or None when it was dead-lettered."""
         self.last_offset = offset
         if events is None:
             self.dead_letters += 1
@@ -41,34 +100,31 @@ class PendingBatch:
 
     def encode(self) -> bytes:
         """Arrow IPC bytes of the batch (the write task's payload)."""
-        c = self.columns
-        table = pa.table(
-            {
-                "entity_id": pa.array(c.entity_id, pa.string()),
-                "feature_name": pa.array(c.feature_name, pa.string()),
-                "value": pa.array(c.value, pa.float64()),
-                "event_timestamp": pa.array(c.event_timestamp, pa.int64()).cast(pa.timestamp("us")),
-                "offset": pa.array(self.offsets, pa.int64()),
-            }
-        )
-        return write_batch.encode(table)
+        return self.kind.encode(self.columns, self.offsets)
 
 
 class Batcher:
-    """One open batch per partition; a batch closes at max_rows or after max_wait_s."""
+    """One open batch per partition; a batch closes at max_rows or after max_wait_s.
+    A topic's rows are of its kind in `kinds`, feature events when not named there."""
 
-    def __init__(self, max_rows: int, max_wait_s: float) -> None:
+    def __init__(
+        self, max_rows: int, max_wait_s: float, kinds: Mapping[str, BatchKind] | None = None
+    ) -> None:
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
+        self.kinds = dict(kinds or {})
         self._open: dict[tuple[str, int], PendingBatch] = {}
         self._full: list[PendingBatch] = []
 
-    def add(self, topic: str, partition: int, offset: int, events: Columns | None) -> None:
+    def add(self, topic: str, partition: int, offset: int, events: Rows | None) -> None:
         """Add a consumed message to its partition's open batch; close the batch when full."""
         key = (topic, partition)
         pending = self._open.get(key)
         if pending is None:
-            pending = self._open[key] = PendingBatch(topic, partition, offset, offset)
+            kind = self.kinds.get(topic, FEATURES)
+            pending = self._open[key] = PendingBatch(
+                topic, partition, offset, offset, kind=kind, columns=kind.new_rows()
+            )
         pending.add(offset, events)
         if len(pending.columns) >= self.max_rows:
             self._full.append(self._open.pop(key))

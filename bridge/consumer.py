@@ -1,6 +1,8 @@
 """The bridge's consumer loop: Kafka messages -> validated batches -> Celery write tasks.
 
-Offsets are committed to Kafka only after every batch up to them is committed in DuckDB.
+Two topics, each with its kind of rows (bridge.batcher.BatchKind): feature events, and the
+prediction records of the serving processes. Offsets are committed to Kafka only after
+every batch up to them is committed in DuckDB.
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ from confluent_kafka import (
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from bridge.batcher import Batcher
+from bridge.batcher import FEATURES, PREDICTIONS, Batcher
 from bridge.dead_letters import DeadLetters, source
 from bridge.inflight import InFlight
 from featurestore import constants, metrics
 from featurestore.errors import ValidationError
-from featurestore.ingest.events import parse_message
 from featurestore.logs import quoted
 from featurestore.settings import Settings
 
@@ -45,7 +46,8 @@ class Bridge:
         self.settings = settings
         self.app = app
         self.stop = stop
-        self.batcher = Batcher(settings.batch_max_rows, settings.batch_max_wait_s)
+        self.kinds = {settings.features_topic: FEATURES, settings.predictions_topic: PREDICTIONS}
+        self.batcher = Batcher(settings.batch_max_rows, settings.batch_max_wait_s, self.kinds)
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap,
@@ -123,8 +125,9 @@ class Bridge:
             metrics.BRIDGE_ERRORS.labels("kafka").inc()
             log.warning("kafka_error code=%s reason=%s", error.name(), quoted(error.str()))
             return
+        kind = self.kinds.get(msg.topic() or "", FEATURES)
         try:
-            events = parse_message(msg.value())
+            events = kind.parse(msg.value())
         except ValidationError as exc:
             self.dead_letters.message(msg, str(exc))
             events = None
@@ -193,7 +196,7 @@ class Bridge:
     def run(self) -> None:
         """Consume until the stop event is set, then finish in-flight batches and commit."""
         self.consumer.subscribe(
-            [self.settings.features_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+            list(self.kinds), on_assign=self._on_assign, on_revoke=self._on_revoke
         )
         try:
             while not self.stop.is_set():

@@ -10,7 +10,6 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from bridge.inflight import Sent
 from featurestore import metrics
-from featurestore.ingest import write_batch
 from featurestore.logs import quoted
 from featurestore.settings import Settings
 
@@ -43,6 +42,8 @@ class DeadLetters:
 
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.dead_letter_topic
+        # Each source topic has a dead-letter topic of its own; features' is the default.
+        self.topics = {settings.predictions_topic: settings.predictions_dead_letter_topic}
         self.producer = Producer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap,
@@ -64,7 +65,7 @@ class DeadLetters:
             quoted(reason),
         )
         self.producer.produce(
-            self.topic,
+            self.topics.get(topic, self.topic),
             value=msg.value(),
             key=msg.key(),
             headers=_headers(reason, topic, partition, offset),
@@ -84,9 +85,9 @@ class DeadLetters:
             span.last_offset,
             quoted(reason),
         )
-        for offset, events in write_batch.events_by_offset(sent.payload).items():
+        for offset, events in sent.kind.by_offset(sent.payload).items():
             self.producer.produce(
-                self.topic,
+                self.topics.get(span.topic, self.topic),
                 value=orjson.dumps(events),
                 headers=_headers(reason, span.topic, span.partition, offset),
                 on_delivery=self._on_delivery,

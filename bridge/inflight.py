@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from celery import Celery
 from celery.result import AsyncResult
 
-from bridge.batcher import PendingBatch
-from featurestore import constants, metrics
+from bridge.batcher import FEATURES, BatchKind, PendingBatch
+from featurestore import metrics
 from featurestore.logs import quoted
 from featurestore.store.database import OffsetSpan
 
@@ -31,6 +31,7 @@ class Sent:
     done: bool = False
     retry_at: float | None = None
     failures: int = 0
+    kind: BatchKind = FEATURES
 
 
 # Hands a batch that failed every attempt to the dead-letter topic; raises when it could not.
@@ -64,9 +65,9 @@ class InFlight:
     def __len__(self) -> int:
         return len(self._sent)
 
-    def _publish(self, span: OffsetSpan, payload: bytes) -> AsyncResult:
+    def _publish(self, span: OffsetSpan, payload: bytes, task: str) -> AsyncResult:
         return self.app.send_task(
-            constants.TASK_WRITE_BATCH,
+            task,
             args=[payload, span.topic, span.partition, span.first_offset, span.last_offset],
             queue=self.queue,
         )
@@ -74,9 +75,16 @@ class InFlight:
     def send(self, pending: PendingBatch) -> None:
         """Publish one batch as a write task (raises when the broker cannot be reached)."""
         payload = pending.encode()
-        result = self._publish(pending.span, payload)
+        result = self._publish(pending.span, payload, pending.kind.task)
         self._sent.append(
-            Sent(pending.span, payload, len(pending.columns), result, time.monotonic())
+            Sent(
+                pending.span,
+                payload,
+                len(pending.columns),
+                result,
+                time.monotonic(),
+                kind=pending.kind,
+            )
         )
         metrics.BRIDGE_IN_FLIGHT.set(len(self._sent))
         metrics.BRIDGE_ROWS.inc(len(pending.columns))
@@ -149,7 +157,7 @@ class InFlight:
 
     def _resend(self, sent: Sent, now: float) -> None:
         sent.result.forget()
-        sent.result = self._publish(sent.span, sent.payload)
+        sent.result = self._publish(sent.span, sent.payload, sent.kind.task)
         sent.sent_at = now
         sent.retry_at = None
         log.info(

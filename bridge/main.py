@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 
 def run_bridge(settings: Settings) -> None:
-    """Consume the features topic until SIGTERM; on a failure log, close, wait, restart."""
+    """Consume the features and predictions topics until SIGTERM; on a failure log, close,
+    wait, restart."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: stop.set())
@@ -25,7 +26,12 @@ def run_bridge(settings: Settings) -> None:
     metrics.serve(settings.metrics_port_bridge, "bridge")
     backoff = 1.0
     while not stop.is_set():
-        log.info("bridge_start topic=%s group=%s", settings.features_topic, settings.consumer_group)
+        log.info(
+            "bridge_start topics=%s,%s group=%s",
+            settings.features_topic,
+            settings.predictions_topic,
+            settings.consumer_group,
+        )
         try:
             Bridge(settings, app, stop).run()
             backoff = 1.0

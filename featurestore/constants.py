@@ -2,6 +2,9 @@
 
 FEATURES_TOPIC = "features"
 DEAD_LETTER_TOPIC = "features.dead-letter"
+# Every served prediction (featurestore.serving.prediction_log), written to prediction_log.
+PREDICTIONS_TOPIC = "predictions"
+PREDICTIONS_DEAD_LETTER_TOPIC = "predictions.dead-letter"
 
 WRITE_QUEUE = "duckdb_write_queue"
 READ_QUEUE = "duckdb_read_queue"
@@ -41,3 +44,6 @@ TASK_RESUME_OFFSET = "featurestore.resume_offset"
 TASK_REBUILD_ONLINE = "featurestore.rebuild_online"
 TASK_REGISTRY_CHANGE = "featurestore.registry_change"
 TASK_TRAINING_SET = "featurestore.training_set"
+TASK_WRITE_PREDICTIONS = "featurestore.write_predictions_batch"
+TASK_SKEW = "featurestore.skew"
+TASK_TRAINING_SET_FROM_LOG = "featurestore.training_set_from_log"

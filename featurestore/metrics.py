@@ -87,6 +87,21 @@ MODEL_LOADS = Counter(
     ["model", "outcome"],
 )
 
+PREDICTION_LOG_RECORDS = Counter(
+    "fstore_prediction_log_records_total",
+    "Prediction records by outcome: delivered (Kafka confirmed), dropped_full (pushed out of "
+    "the full buffer, oldest first), dropped_undelivered (Kafka did not confirm in time)",
+    ["outcome"],
+)
+PREDICTION_LOG_BUFFERED = Gauge(
+    "fstore_prediction_log_buffered_calls", "Served calls waiting in the prediction log's buffer"
+)
+WRITE_PREDICTIONS = Counter(
+    "fstore_write_predictions_total",
+    "Prediction records handled by the DuckDB writer",
+    ["outcome"],
+)
+
 
 def serve(port: int, program: str) -> None:
     """Expose this process's metrics on the port (call once, at start-up)."""

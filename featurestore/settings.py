@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from featurestore import constants
 
@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     kafka_heap: str = "-Xms256m -Xmx1g"
     features_topic: str = constants.FEATURES_TOPIC
     dead_letter_topic: str = constants.DEAD_LETTER_TOPIC
+    predictions_topic: str = constants.PREDICTIONS_TOPIC
+    predictions_dead_letter_topic: str = constants.PREDICTIONS_DEAD_LETTER_TOPIC
     kafka_start_timeout_s: float = 120.0
 
     # Redis (Celery broker, result backend, online store, model artifacts)
@@ -98,6 +100,18 @@ class Settings(BaseSettings):
     grpc_max_message_bytes: int = 4 * 1024 * 1024
     metrics_port_model_sync: int = 9105
 
+    # Prediction log (featurestore.serving.prediction_log): Predict and ModelInfer calls sent
+    # to the predictions topic without blocking the response, then into prediction_log.
+    prediction_log_enabled: bool = True
+    # Models whose calls are logged; empty means every model. Comma-separated in the env.
+    prediction_log_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Share of calls logged (whole calls: every entity of a sampled call is logged).
+    prediction_log_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Calls held while Kafka is slow or down; past it the oldest are dropped (and counted).
+    prediction_log_buffer: int = Field(default=10_000, ge=1)
+    # A record Kafka has not confirmed within this is dropped (and counted), never resent.
+    prediction_log_delivery_timeout_s: float = 120.0
+
     # Serving and observability
     grpc_host: str = "[::]"
     grpc_port: int = 50051
@@ -108,6 +122,14 @@ class Settings(BaseSettings):
     metrics_port_beat: int = 9104
     prometheus_port: int = 9090
     prometheus_scrape_interval_s: float = 5.0
+
+    @field_validator("prediction_log_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        """FSTORE_PREDICTION_LOG_MODELS=a,b gives ["a", "b"]."""
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
 
     @property
     def logs_dir(self) -> Path:
@@ -138,7 +160,7 @@ class Settings(BaseSettings):
         """These settings as FSTORE_* variables, for the programs this process starts."""
         prefix = str(self.model_config.get("env_prefix", ""))
         return {
-            f"{prefix}{name}".upper(): str(value)
+            f"{prefix}{name}".upper(): ",".join(value) if isinstance(value, list) else str(value)
             for name, value in self.model_dump().items()
             if value is not None
         }

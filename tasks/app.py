@@ -34,6 +34,9 @@ def configure(settings: Settings) -> Celery:
             constants.TASK_SYNC_MODELS: {"queue": settings.model_sync_queue},
             constants.TASK_REBUILD_ONLINE: {"queue": settings.read_queue},
             constants.TASK_TRAINING_SET: {"queue": settings.read_queue},
+            constants.TASK_WRITE_PREDICTIONS: {"queue": settings.write_queue},
+            constants.TASK_SKEW: {"queue": settings.read_queue},
+            constants.TASK_TRAINING_SET_FROM_LOG: {"queue": settings.read_queue},
         },
         task_default_queue="celery",
         # No ack emulation: a message is gone from Redis once a worker takes it. Emulation

@@ -12,7 +12,7 @@ from celery import Task
 
 from featurestore import constants
 from featurestore.errors import ServiceError
-from featurestore.store import training
+from featurestore.store import skew, training
 from featurestore.store.database import OffsetSpan
 from featurestore.store.service import DuckDBService
 from tasks.app import app
@@ -65,6 +65,20 @@ def write_features_batch(
     return asdict(self.service.write_batch(payload, span))
 
 
+@app.task(name=constants.TASK_WRITE_PREDICTIONS, base=DuckDBTask, bind=True)
+def write_predictions_batch(
+    self: DuckDBTask,
+    payload: bytes,
+    topic: str,
+    partition: int,
+    first_offset: int,
+    last_offset: int,
+) -> dict[str, int]:
+    """Write one Arrow IPC batch of prediction records into prediction_log exactly once."""
+    span = OffsetSpan(topic, partition, first_offset, last_offset)
+    return asdict(self.service.write_predictions(payload, span))
+
+
 @app.task(name=constants.TASK_REGISTRY_CHANGE, base=DuckDBTask, bind=True)
 def registry_change(self: DuckDBTask, operation: str, arguments: dict[str, Any]) -> None:
     """Register, promote or archive a model version in model_metadata."""
@@ -87,6 +101,29 @@ def training_set(
         self.update_state(state="PROGRESS", meta={"done": done, "total": total})
 
     return asdict(self.service.build_training_set(request, progress))
+
+
+@app.task(name=constants.TASK_TRAINING_SET_FROM_LOG, bind=True, base=DuckDBTask)
+def training_set_from_log(
+    self: DuckDBTask, spine: str, model_id: str, output: str
+) -> dict[str, Any]:
+    """Build a training set of the values a model was served, labels from the spine."""
+    request = training.LogTrainingRequest(Path(spine), model_id, Path(output))
+    return asdict(self.service.build_training_set_from_log(request))
+
+
+@app.task(name=constants.TASK_SKEW, bind=True, base=DuckDBTask)
+def skew_report(
+    self: DuckDBTask, model_id: str, since: str | None, until: str | None, output: str | None
+) -> dict[str, Any]:
+    """Training-serving skew of a model's logged predictions (ISO-8601 range, UTC)."""
+    request = skew.SkewRequest(
+        model_id,
+        None if since is None else skew.parse_time(since),
+        None if until is None else skew.parse_time(until),
+        None if output is None else Path(output),
+    )
+    return asdict(self.service.skew(request))
 
 
 # Reads send no task events: at hundreds a second their three events each cost a third of

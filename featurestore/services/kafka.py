@@ -208,10 +208,16 @@ class KafkaService(ManagedService):
 
     # -- after start ---------------------------------------------------------------------
     def after_ready(self) -> None:
-        """Create the features topic and the dead-letter topic (1 partition, 1 replica)."""
+        """Create the features and predictions topics and their dead-letter topics (1
+        partition, 1 replica)."""
         bootstrap = self.answering_bootstrap() or self.settings.kafka_bootstrap
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        wanted = [self.settings.features_topic, self.settings.dead_letter_topic]
+        wanted = [
+            self.settings.features_topic,
+            self.settings.dead_letter_topic,
+            self.settings.predictions_topic,
+            self.settings.predictions_dead_letter_topic,
+        ]
         existing = admin.list_topics(timeout=10).topics
         missing = [
             NewTopic(t, num_partitions=1, replication_factor=1) for t in wanted if t not in existing

@@ -49,6 +49,15 @@ SCHEMA = (
         expected_features STRUCT("index" INTEGER, name TEXT, type TEXT)[],
         registered_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
         PRIMARY KEY (model_id, version, artifact_type))""",
+    # One row per served prediction (featurestore.ingest.predictions), from the predictions
+    # topic, exactly once like features (its offset spans in ingested_batches).
+    """CREATE TABLE IF NOT EXISTS prediction_log (
+        request_id TEXT NOT NULL, model_id TEXT NOT NULL, model_version TEXT NOT NULL,
+        entity_id TEXT, served_at TIMESTAMP NOT NULL, source TEXT NOT NULL,
+        features STRUCT(name TEXT, value DOUBLE, origin TEXT, event_timestamp TIMESTAMP)[],
+        outputs STRUCT(name TEXT, "values" DOUBLE[], labels TEXT[])[],
+        kafka_partition INTEGER NOT NULL, kafka_offset BIGINT NOT NULL,
+        created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
     *merger.SCHEMA,
 )
 
@@ -69,6 +78,38 @@ class WriteResult:
 
     inserted: int
     duplicates: int
+
+
+def _unwritten(
+    cur: duckdb.DuckDBPyConnection, rows: pa.Table, offsets: pa.Array, span: OffsetSpan
+) -> pa.Table:
+    """The rows whose offsets no committed batch of the span's partition covers."""
+    done = cur.execute(
+        "SELECT first_offset, last_offset FROM ingested_batches "
+        "WHERE topic = ? AND kafka_partition = ? "
+        "AND last_offset >= ? AND first_offset <= ?",
+        [span.topic, span.partition, span.first_offset, span.last_offset],
+    ).fetchall()
+    if not done:
+        return rows
+    seen = pc.is_in(offsets, pa.array([], pa.int64()))
+    for lo, hi in done:
+        in_range = pc.and_(pc.greater_equal(offsets, lo), pc.less_equal(offsets, hi))
+        seen = pc.or_(seen, in_range)
+    return rows.filter(pc.invert(seen))
+
+
+def _record_span(
+    cur: duckdb.DuckDBPyConnection, span: OffsetSpan, rows: int, inserted: int
+) -> WriteResult:
+    """Record a batch's offset span in its transaction (resume_offset walks these)."""
+    duplicates = rows - inserted
+    cur.execute(
+        "INSERT INTO ingested_batches (topic, kafka_partition, first_offset, "
+        "last_offset, row_count, duplicate_rows) VALUES (?, ?, ?, ?, ?, ?)",
+        [span.topic, span.partition, span.first_offset, span.last_offset, inserted, duplicates],
+    )
+    return WriteResult(inserted=inserted, duplicates=duplicates)
 
 
 class Store:
@@ -113,22 +154,8 @@ class Store:
         `offsets` gives each row's Kafka message offset; `span` covers every message the
         bridge consumed for this batch, including those sent to the dead-letter topic.
         """
-        topic, partition = span.topic, span.partition
-        first_offset, last_offset = span.first_offset, span.last_offset
         with self.transaction() as cur:
-            done = cur.execute(
-                "SELECT first_offset, last_offset FROM ingested_batches "
-                "WHERE topic = ? AND kafka_partition = ? "
-                "AND last_offset >= ? AND first_offset <= ?",
-                [topic, partition, first_offset, last_offset],
-            ).fetchall()
-            fresh = rows
-            if done:
-                seen = pc.is_in(offsets, pa.array([], pa.int64()))
-                for lo, hi in done:
-                    in_range = pc.and_(pc.greater_equal(offsets, lo), pc.less_equal(offsets, hi))
-                    seen = pc.or_(seen, in_range)
-                fresh = rows.filter(pc.invert(seen))
+            fresh = _unwritten(cur, rows, offsets, span)
             if fresh.num_rows:
                 cur.register("incoming", fresh)
                 cur.execute(
@@ -138,13 +165,26 @@ class Store:
                     [self._created_at(cur)],
                 )
                 cur.unregister("incoming")
-            duplicates = rows.num_rows - fresh.num_rows
-            cur.execute(
-                "INSERT INTO ingested_batches (topic, kafka_partition, first_offset, "
-                "last_offset, row_count, duplicate_rows) VALUES (?, ?, ?, ?, ?, ?)",
-                [topic, partition, first_offset, last_offset, fresh.num_rows, duplicates],
-            )
-        return WriteResult(inserted=fresh.num_rows, duplicates=duplicates)
+            return _record_span(cur, span, rows.num_rows, fresh.num_rows)
+
+    def write_predictions(
+        self, records: pa.Table, offsets: pa.Array, span: OffsetSpan
+    ) -> WriteResult:
+        """Insert prediction records (featurestore.ingest.predictions) exactly once, as
+        write_batch does feature rows: records of offsets already committed are skipped."""
+        with self.transaction() as cur:
+            fresh = _unwritten(cur, records.append_column("kafka_offset", offsets), offsets, span)
+            if fresh.num_rows:
+                cur.register("incoming", fresh)
+                cur.execute(
+                    "INSERT INTO prediction_log (request_id, model_id, model_version, entity_id, "
+                    "served_at, source, features, outputs, kafka_partition, kafka_offset, "
+                    "created_at) SELECT request_id, model_id, model_version, entity_id, "
+                    "served_at, source, features, outputs, ?, kafka_offset, ? FROM incoming",
+                    [span.partition, self._created_at(cur)],
+                )
+                cur.unregister("incoming")
+            return _record_span(cur, span, records.num_rows, fresh.num_rows)
 
     def _created_at(self, cur: duckdb.DuckDBPyConnection) -> dt.datetime:
         # The transaction's start, never before an earlier write's even if the clock steps

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -13,11 +14,11 @@ import redis
 
 from featurestore import metrics
 from featurestore.errors import ValidationError
-from featurestore.ingest import write_batch
+from featurestore.ingest import predictions, write_batch
 from featurestore.progress import Progress
 from featurestore.reads.groups import GroupedReads
 from featurestore.settings import Settings
-from featurestore.store import registry, training
+from featurestore.store import registry, skew, training
 from featurestore.store.database import OffsetSpan, Store, WriteResult
 from featurestore.store.merger import Merger
 from featurestore.store.online import OnlineStore, online_updates_sql
@@ -70,6 +71,26 @@ class DuckDBService:
         )
         return result
 
+    def write_predictions(self, payload: bytes, span: OffsetSpan) -> WriteResult:
+        """Decode a batch of prediction records and commit it to prediction_log once."""
+        began = time.perf_counter()
+        records, offsets = predictions.decode_batch(payload)
+        result = self.store.write_predictions(records, offsets, span)
+        metrics.WRITE_PREDICTIONS.labels("inserted").inc(result.inserted)
+        metrics.WRITE_PREDICTIONS.labels("duplicate").inc(result.duplicates)
+        log.info(
+            "write_predictions topic=%s partition=%d offsets=%d-%d inserted=%d duplicates=%d "
+            "ms=%.1f",
+            span.topic,
+            span.partition,
+            span.first_offset,
+            span.last_offset,
+            result.inserted,
+            result.duplicates,
+            (time.perf_counter() - began) * 1000,
+        )
+        return result
+
     def read_many(self, requests: list[tuple[str, Any]]) -> list[bytes | tuple[str, str]]:
         """Run a batch of reads; each gives its result's bytes (reads.result_format) or (error type,
         message). Reads sharing a statement run as one (featurestore.reads.groups)."""
@@ -80,12 +101,28 @@ class DuckDBService:
     ) -> training.TrainingReport:
         """Build a point-in-time training set; the output may not land in the state folder
         (where it could overwrite the DuckDB file or a service's data)."""
-        output = request.output_path.resolve()
+        self._check_output(request.output_path, "the training set")
+        return training.build(self.store.cursor(), request, progress)
+
+    def build_training_set_from_log(
+        self, request: training.LogTrainingRequest
+    ) -> training.LogTrainingReport:
+        """A training set of the feature values a model was served, with the spine's labels."""
+        self._check_output(request.output_path, "the training set")
+        return training.build_from_log(self.store.cursor(), request)
+
+    def skew(self, request: skew.SkewRequest) -> skew.SkewReport:
+        """The training-serving skew report of a model; its rows as Parquet when asked."""
+        if request.output_path is not None:
+            self._check_output(request.output_path, "the skew rows")
+        return skew.build(self.store.cursor(), request)
+
+    def _check_output(self, path: Path, what: str) -> None:
+        output = path.resolve()
         if output.suffix.lower() != ".parquet":
-            raise ValidationError(f"{output}: the training set is written as a .parquet file")
+            raise ValidationError(f"{output}: {what} is written as a .parquet file")
         if output.is_relative_to(self.settings.state_dir.resolve()):
             raise ValidationError(f"{output}: refusing to write inside {self.settings.state_dir}")
-        return training.build(self.store.cursor(), request, progress)
 
     def resume_offset(self, topic: str, partition: int, committed: int) -> int:
         """First offset of the partition that is not yet in DuckDB."""
