@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import grpc
@@ -9,6 +10,7 @@ import numpy as np
 
 import featurestore
 from featurestore.errors import ModelNotFoundError
+from featurestore.serving.prediction_log import PredictionSink
 from featurestore.serving.runtime import LoadedModel, ModelCache
 from grpc_server import tensors
 from grpc_server.generated import grpc_predict_v2_pb2 as oip
@@ -27,10 +29,18 @@ REPOSITORY_UNIMPLEMENTED = (
 class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
     """ServerLive/Ready/Metadata, ModelReady/Metadata and ModelInfer on the served models."""
 
-    def __init__(self, models: ModelCache, ready: Callable[[], bool], max_rows: int) -> None:
+    def __init__(
+        self,
+        models: ModelCache,
+        ready: Callable[[], bool],
+        max_rows: int,
+        predictions: PredictionSink | None = None,
+    ) -> None:
         self.models = models
         self.ready = ready
         self.max_rows = max_rows
+        # Answered calls go to the prediction log (one record per row); None: not logged.
+        self.predictions = predictions
 
     def _model(self, name: str, version: str) -> LoadedModel:
         """The served model; a version other than the served one is not found either."""
@@ -105,6 +115,8 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         rows = tensors.decode_rows(request, len(model.features), self.max_rows)
         names = tensors.select_outputs([o.name for o in request.outputs], model.output_names)
         results = model.infer(rows)
+        if self.predictions is not None:
+            self.predictions.log_infer(request.id or uuid.uuid4().hex, model, rows, results)
         response = oip.ModelInferResponse(
             model_name=model.model_id, model_version=model.version, id=request.id
         )
@@ -142,11 +154,17 @@ def _outputs(model: LoadedModel) -> list[tuple[str, str, list[int]]]:
 
 
 def add_inference_service(
-    server: grpc.Server, models: ModelCache, ready: Callable[[], bool], *, max_rows: int = 1000
+    server: grpc.Server,
+    models: ModelCache,
+    ready: Callable[[], bool],
+    *,
+    max_rows: int = 1000,
+    predictions: PredictionSink | None = None,
 ) -> str:
     """Serve the Open Inference Protocol on this server; returns its full name (reflection).
-    `max_rows` bounds a ModelInfer's rows, like the entities of a Predict."""
+    `max_rows` bounds a ModelInfer's rows, like the entities of a Predict; answered calls
+    go to `predictions` (the prediction log) when given."""
     oip_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceServicer(models, ready, max_rows), server
+        InferenceServicer(models, ready, max_rows, predictions), server
     )
     return SERVICE_NAME

@@ -17,6 +17,7 @@ from featurestore import metrics, services
 from featurestore.ingest.publisher import EventPublisher
 from featurestore.reads.reader import Reader
 from featurestore.serving.predict import Predictor
+from featurestore.serving.prediction_log import PredictionSink
 from featurestore.serving.runtime import ModelCache
 from featurestore.serving.service import Serving
 from featurestore.settings import Settings
@@ -79,7 +80,11 @@ def build_server(
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     inference = add_inference_service(
-        server, models, ready, max_rows=settings.max_entities_per_call
+        server,
+        models,
+        ready,
+        max_rows=settings.max_entities_per_call,
+        predictions=serving.predictions,
     )
     names = [SERVICE_NAME, inference, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
@@ -92,8 +97,10 @@ def build_serving(
     client: redis.Redis,
     reader: Reader | None,
     publisher: EventPublisher | None,
+    predictions: PredictionSink | None = None,
 ) -> tuple[Serving, ModelCache]:
-    """The domain objects of one gRPC process: its model cache, predictor and Serving."""
+    """The domain objects of one gRPC process: its model cache, predictor and Serving
+    (which hands answered calls to `predictions`, the prediction log, when given)."""
     models = ModelCache(client, allow_pickle=settings.allow_pickle)
     predictor = Predictor(
         client,
@@ -108,6 +115,7 @@ def build_serving(
         predictor=predictor,
         publisher=publisher,
         max_message_bytes=settings.max_message_bytes,
+        predictions=predictions,
     )
     return serving, models
 
@@ -131,16 +139,22 @@ def start_background(
     return threads
 
 
-def run_grpc(settings: Settings, reader: Reader, publisher: EventPublisher) -> None:
-    """Serve until SIGTERM. The reader serves Predict's fallback reads and the publisher
-    PushFeatures (both built by the caller, which owns their transports)."""
+def run_grpc(
+    settings: Settings,
+    reader: Reader,
+    publisher: EventPublisher,
+    predictions: PredictionSink | None = None,
+) -> None:
+    """Serve until SIGTERM. The reader serves Predict's fallback reads, the publisher
+    PushFeatures and `predictions` logs answered calls (all built by the caller, which
+    owns their transports)."""
     services.ensure_redis(settings)
     metrics.serve(settings.metrics_port_grpc, "grpc")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: stop.set())
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
-    serving, models = build_serving(settings, client, reader, publisher)
+    serving, models = build_serving(settings, client, reader, publisher, predictions)
     readiness = Readiness(serving, models)
     server, port, health_servicer = build_server(settings, serving, models, readiness)
     server.start()

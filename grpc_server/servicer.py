@@ -64,6 +64,7 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
             list(request.entity_ids),
             convert.overrides(request),
             timeout_s=remaining_s(context, self.read_timeout_s),
+            request_id=request_id,
         )
         return convert.predict_response(result, request_id)
 

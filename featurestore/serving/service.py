@@ -15,6 +15,7 @@ from featurestore.ingest.publisher import EventPublisher, push_events
 from featurestore.serving import manifest
 from featurestore.serving.manifest import Manifest, SyncStatus
 from featurestore.serving.predict import PredictionResult, Predictor
+from featurestore.serving.prediction_log import PredictionSink
 from featurestore.store.online import OnlineValue, as_text, decode_value
 
 
@@ -71,8 +72,11 @@ class Serving:
         predictor: Predictor | None = None,
         publisher: EventPublisher | None = None,
         max_message_bytes: int = 900_000,
+        predictions: PredictionSink | None = None,
     ) -> None:
         self.client = client
+        # Every answered Predict (and ModelInfer) is handed to it; None: nothing logged.
+        self.predictions = predictions
         self.max_entities = max_entities
         self.predictor = predictor
         self.publisher = publisher
@@ -144,12 +148,16 @@ class Serving:
         overrides: dict[str, dict[str, float]] | None,
         *,
         timeout_s: float,
+        request_id: str = "",
     ) -> PredictionResult:
         """The model's outputs for each entity; a feature read falling back to DuckDB gets
-        at most timeout_s."""
+        at most timeout_s. The answer goes to the prediction log under request_id."""
         if self.predictor is None:
             raise ServiceError("this server was started without a predictor")
-        return self.predictor.predict(model_id, entity_ids, overrides, timeout_s=timeout_s)
+        result = self.predictor.predict(model_id, entity_ids, overrides, timeout_s=timeout_s)
+        if self.predictions is not None:
+            self.predictions.log_predict(request_id, result)
+        return result
 
     def push_features(self, rows: Sequence[Mapping[str, object]], *, timeout_s: float) -> int:
         """Validate events (producer's rules) and publish them all; events delivered."""
