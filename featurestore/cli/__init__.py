@@ -11,6 +11,7 @@ from pathlib import Path
 
 from featurestore import services, stack
 from featurestore.cli import models as cli_models
+from featurestore.cli import predictions as cli_predictions
 from featurestore.cli import serving as cli_serving
 from featurestore.errors import FeatureStoreError
 from featurestore.logs import quoted, setup_logging
@@ -116,17 +117,22 @@ def cmd_bridge(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_grpc(settings: Settings, _args: argparse.Namespace) -> int:
     """Run the gRPC server."""
+    from bridge.prediction_publisher import KafkaPredictionLog
     from bridge.publisher import KafkaEventPublisher
     from grpc_server.main import run_grpc
     from tasks.app import configure
     from tasks.client.query import CeleryReader
 
-    # The transports of Predict's fallback reads and of PushFeatures are built here, above
-    # both the domain and grpc_server, and passed in.
+    # The transports of Predict's fallback reads, of PushFeatures and of the prediction log
+    # are built here, above both the domain and grpc_server, and passed in.
     publisher = KafkaEventPublisher(settings)
+    predictions = KafkaPredictionLog(settings)
+    predictions.start()
     try:
-        run_grpc(settings, CeleryReader(configure(settings), settings.query_timeout_s), publisher)
+        reader = CeleryReader(configure(settings), settings.query_timeout_s)
+        run_grpc(settings, reader, publisher, predictions)
     finally:
+        predictions.close()
         publisher.close()
     return 0
 
@@ -168,10 +174,17 @@ def cmd_model(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_training_set(settings: Settings, args: argparse.Namespace) -> int:
     """Build a point-in-time training set (Parquet) inside the DuckDB service."""
     from featurestore import constants
+    from featurestore.errors import ValidationError
     from featurestore.progress import Progress
     from featurestore.store.training import parse_max_age
     from tasks.app import configure
 
+    if args.from_log:
+        if args.features or args.max_age:
+            raise ValidationError("--from-log takes the served values: no --features, --max-age")
+        return cli_predictions.training_set_from_log(settings, args)
+    if not args.features:
+        raise ValidationError("name the features (--features a,b) or a model (--from-log MODEL)")
     ages = dict(parse_max_age(text) for text in args.max_age)
     result = configure(settings).send_task(
         constants.TASK_TRAINING_SET,
@@ -223,7 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("rebuild-online", cmd_rebuild_online)
     training = add("training-set", cmd_training_set)
     training.add_argument("spine", type=Path, help="Parquet/CSV: entity_id, timestamp[, label]")
-    training.add_argument("--features", required=True, help="comma-separated feature names")
+    training.add_argument("--features", help="comma-separated feature names")
+    training.add_argument(
+        "--from-log",
+        metavar="MODEL",
+        help="the feature values MODEL was served (prediction log) instead; spine needs label",
+    )
     training.add_argument(
         "--max-age",
         action="append",
@@ -234,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--output", type=Path, required=True)
     cli_models.add_parser(sub).set_defaults(handler=cmd_model)
     cli_serving.add_parsers(sub)
+    cli_predictions.add_parser(sub)
     produce = add("produce", cmd_produce)
     produce.add_argument("paths", nargs="+", type=Path, help="files or folders")
     produce.add_argument("--rows-per-message", type=int, default=500)

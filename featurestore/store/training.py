@@ -140,3 +140,96 @@ def build(
         quoted(report.output_path),
     )
     return report
+
+
+@dataclass(frozen=True)
+class LogTrainingRequest:
+    """A training set from the prediction log: the spine's labels joined with the feature
+    values a model was served."""
+
+    spine_path: Path
+    model_id: str
+    output_path: Path
+
+
+@dataclass(frozen=True)
+class LogTrainingReport:
+    """What was built: spine rows, rows that found a logged prediction, feature columns."""
+
+    rows: int
+    matched: int
+    features: list[str]
+    seconds: float
+    output_path: str
+
+
+def build_from_log(
+    cur: duckdb.DuckDBPyConnection, request: LogTrainingRequest
+) -> LogTrainingReport:
+    """For each spine row (entity_id, timestamp, label), the model's latest logged
+    prediction for the entity served at or before the timestamp: its feature values exactly
+    as served (null when there is none), with its request id, version and served time."""
+    began = time.monotonic()
+    if not request.spine_path.is_file():
+        raise ValidationError(f"{request.spine_path}: no such file")
+    scan = _spine_scan(request.spine_path)
+    columns = [str(r[0]) for r in cur.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
+    time_column = next((c for c in SPINE_TIME_COLUMNS if c in columns), None)
+    if "entity_id" not in columns or time_column is None or "label" not in columns:
+        raise ValidationError(
+            f"{request.spine_path}: needs columns entity_id, timestamp and label; has {columns}"
+        )
+    names = [
+        str(row[0])
+        for row in cur.execute(
+            "SELECT name FROM (SELECT unnest(list_transform(features, x -> x.name)) AS name, "
+            "unnest(range(len(features))) AS position FROM prediction_log WHERE model_id = ?) "
+            "GROUP BY name ORDER BY min(position), name",
+            [request.model_id],
+        ).fetchall()
+    ]
+    if not names:
+        raise ValidationError(f"no logged predictions of model {request.model_id!r}")
+    # The served value of each feature, by name, out of the record's list of structs.
+    selected = ", ".join(
+        f"list_filter(p.features, x -> x.name = {sql.literal(n)})[1].value AS {sql.identifier(n)}"
+        for n in names
+    )
+    output = request.output_path
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Predictions served in the same microsecond: the one logged last (highest offset).
+    cur.execute(
+        f"""COPY (
+            SELECT s.entity_id, s.ts AS timestamp, s.label, p.request_id, p.model_version,
+                   p.served_at, {selected}
+            FROM (SELECT row_number() OVER () AS __row, CAST(entity_id AS VARCHAR) AS entity_id,
+                         CAST({sql.identifier(time_column)} AS TIMESTAMP) AS ts, label
+                  FROM {scan}) s
+            ASOF LEFT JOIN (
+                SELECT entity_id, served_at,
+                       arg_max(request_id, (kafka_partition, kafka_offset)) AS request_id,
+                       arg_max(model_version, (kafka_partition, kafka_offset)) AS model_version,
+                       arg_max(features, (kafka_partition, kafka_offset)) AS features
+                FROM prediction_log WHERE model_id = ? AND entity_id IS NOT NULL
+                GROUP BY entity_id, served_at
+            ) p ON s.entity_id = p.entity_id AND s.ts >= p.served_at
+            ORDER BY s.__row
+        ) TO {sql.literal(str(output))} (FORMAT parquet)""",
+        [request.model_id],
+    )
+    counted = cur.execute(
+        f"SELECT count(*), count(request_id) FROM read_parquet({sql.literal(str(output))})"
+    ).fetchall()[0]
+    report = LogTrainingReport(
+        int(counted[0]), int(counted[1]), names, time.monotonic() - began, str(output)
+    )
+    log.info(
+        "training_set_from_log model_id=%s rows=%d matched=%d features=%d seconds=%.1f output=%s",
+        request.model_id,
+        report.rows,
+        report.matched,
+        len(names),
+        report.seconds,
+        quoted(report.output_path),
+    )
+    return report
