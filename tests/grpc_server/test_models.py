@@ -129,6 +129,7 @@ def test_reflection_lists_every_service(server: Running) -> None:
     names = list_services(server.channel)
     assert {
         "featurestore.v1.FeatureStore",
+        "inference.GRPCInferenceService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     } <= names

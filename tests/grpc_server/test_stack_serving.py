@@ -64,7 +64,9 @@ def push(stub: pb_grpc.FeatureStoreStub, rows: list[tuple[str, str, float]]) -> 
 
 def test_the_stacks_server_is_serving_and_lists_its_services(channel: grpc.Channel) -> None:
     assert wait_until(lambda: health(channel) == SERVING, timeout=120)
-    assert "featurestore.v1.FeatureStore" in list_services(channel)
+    assert {"featurestore.v1.FeatureStore", "inference.GRPCInferenceService"} <= list_services(
+        channel
+    )
 
 
 def test_pushed_events_become_online_features(channel: grpc.Channel) -> None:
