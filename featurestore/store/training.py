@@ -182,7 +182,7 @@ def build_from_log(
     names = [
         str(row[0])
         for row in cur.execute(
-            "SELECT name FROM (SELECT unnest(list_transform(features, x -> x.name)) AS name, "
+            "SELECT name FROM (SELECT unnest(list_transform(features, lambda x: x.name)) AS name, "
             "unnest(range(len(features))) AS position FROM prediction_log WHERE model_id = ?) "
             "GROUP BY name ORDER BY min(position), name",
             [request.model_id],
@@ -192,7 +192,7 @@ def build_from_log(
         raise ValidationError(f"no logged predictions of model {request.model_id!r}")
     # The served value of each feature, by name, out of the record's list of structs.
     selected = ", ".join(
-        f"list_filter(p.features, x -> x.name = {sql.literal(n)})[1].value AS {sql.identifier(n)}"
+        f"list_filter(p.features, lambda x: x.name = {sql.literal(n)})[1].value AS {sql.identifier(n)}"
         for n in names
     )
     output = request.output_path
