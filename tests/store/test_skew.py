@@ -159,7 +159,7 @@ def test_skew_report_matches_a_brute_force_computation(store: Store, tmp_path: P
         mine = [v for k, v in expected_rows.items() if k[2] == feature]
         differed = [served != true for served, true, _s in mine]
         known = [abs(served - true) for served, true, _s in mine if true is not None]
-        staleness = [s for _v, _t, s in mine]
+        ages = [s for _v, _t, s in mine]
         expected.append(
             skew.FeatureSkew(
                 feature_name=feature,
@@ -168,8 +168,8 @@ def test_skew_report_matches_a_brute_force_computation(store: Store, tmp_path: P
                 differed_share=sum(differed) / len(mine),
                 no_truth=sum(true is None for _v, true, _s in mine),
                 mean_abs_diff=float(np.mean(known)) if known else None,
-                staleness_p50_s=float(np.percentile(staleness, 50)),
-                staleness_p99_s=float(np.percentile(staleness, 99)),
+                staleness_p50_s=float(np.percentile(ages, 50)),
+                staleness_p99_s=float(np.percentile(ages, 99)),
             )
         )
     assert len(built.features) == len(expected)
