@@ -57,6 +57,7 @@ class DeadLetters:
         """A consumed message that is not valid: sent on as it came, with the reason."""
         metrics.BRIDGE_MESSAGES.labels("dead_letter").inc()
         topic, partition, offset = source(msg)
+        metrics.BRIDGE_DEAD_LETTERS.labels(topic, "invalid_message").inc()
         log.warning(
             "dead_letter topic=%s partition=%d offset=%d reason=%s",
             topic,
@@ -85,7 +86,9 @@ class DeadLetters:
             span.last_offset,
             quoted(reason),
         )
-        for offset, events in sent.kind.by_offset(sent.payload).items():
+        messages = sent.kind.by_offset(sent.payload)
+        metrics.BRIDGE_DEAD_LETTERS.labels(span.topic, "write_failed").inc(len(messages))
+        for offset, events in messages.items():
             self.producer.produce(
                 self.topics.get(span.topic, self.topic),
                 value=orjson.dumps(events),

@@ -149,7 +149,6 @@ class InFlight:
             # Raises when the dead letters cannot be delivered: the consumer restarts and
             # reads the batch again, as for any dead letter (bridge.consumer).
             self.give_up(sent, reason)
-            metrics.BRIDGE_BATCHES_DEAD_LETTERED.inc()
             sent.result.forget()
             sent.done = True
             return

@@ -24,6 +24,7 @@ from featurestore.settings import Settings
 from grpc_server.generated import featurestore_pb2 as pb
 from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
 from grpc_server.inference import add_inference_service
+from grpc_server.interceptor import MetricsInterceptor
 from grpc_server.servicer import FeatureStoreServicer
 from grpc_server.startup import Readiness
 from tasks.app import configure
@@ -67,6 +68,7 @@ def build_server(
     limit = settings.grpc_max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
+        interceptors=[MetricsInterceptor()],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),

@@ -10,7 +10,6 @@ from typing import TypeVar
 import grpc
 import redis
 
-from featurestore import metrics
 from featurestore.errors import (
     FeatureStoreError,
     MissingFeaturesError,
@@ -81,7 +80,8 @@ def remaining_s(context: grpc.ServicerContext, ceiling: float) -> float:
 def handle_errors(
     method: Callable[[Servicer, Req, grpc.ServicerContext], Resp],
 ) -> Callable[[Servicer, Req, grpc.ServicerContext], Resp]:
-    """Turn exceptions of a servicer method into gRPC statuses, counted and logged."""
+    """Turn exceptions of a servicer method into gRPC statuses, logged (counted by
+    grpc_server.interceptor)."""
 
     @functools.wraps(method)
     def wrapper(self: Servicer, request: Req, context: grpc.ServicerContext) -> Resp:
@@ -90,7 +90,6 @@ def handle_errors(
             response = method(self, request, context)
         except Exception as exc:
             code, message = status_for(exc)
-            metrics.GRPC_REQUESTS.labels(method.__name__, code.name).inc()
             log.warning(
                 "grpc_error method=%s code=%s error=%s",
                 method.__name__,
@@ -99,7 +98,6 @@ def handle_errors(
                 exc_info=code is grpc.StatusCode.INTERNAL,
             )
             context.abort(code, message)
-        metrics.GRPC_REQUESTS.labels(method.__name__, "OK").inc()
         return response
 
     return wrapper

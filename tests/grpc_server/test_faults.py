@@ -22,7 +22,7 @@ from featurestore import constants
 from featurestore.services import ManagedService, RedisService
 from featurestore.settings import Settings
 from grpc_server.generated import featurestore_pb2 as pb
-from grpc_server.main import watch_health
+from grpc_server.main import SERVICE_NAME, watch_health
 from tasks.client.query import CeleryReader
 from tasks.result_backend import backend_url
 from tests.conftest import PORT_OFFSET, make_settings
@@ -142,8 +142,8 @@ def test_a_fallback_read_that_times_out_is_deadline_exceeded(
 
 
 def _predict_deadline_errors() -> float:
-    labels = {"method": "Predict", "code": "DEADLINE_EXCEEDED"}
-    return REGISTRY.get_sample_value("fstore_grpc_requests_total", labels) or 0.0
+    labels = {"service": SERVICE_NAME, "method": "Predict", "code": "DEADLINE_EXCEEDED"}
+    return REGISTRY.get_sample_value("fstore_grpc_request_seconds_count", labels) or 0.0
 
 
 def test_the_fallback_read_gets_the_clients_remaining_time(
