@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 EARLIEST = dt.datetime(1, 1, 1)
 LATEST = dt.datetime(9999, 12, 31)
 
-# One row per (prediction, compared feature); parameters: model, since (incl.), until (excl.).
+# One row per (prediction, compared feature); parameters: model, since (incl.), until (excl.)
+# as ISO-8601 text.
 ROWS_SQL = """
 WITH served AS (
     SELECT request_id, entity_id, model_version, served_at, kafka_partition, kafka_offset,
@@ -47,7 +48,8 @@ WITH served AS (
         SELECT request_id, entity_id, model_version, served_at, kafka_partition, kafka_offset,
                unnest(features) AS f
         FROM prediction_log
-        WHERE model_id = ? AND entity_id IS NOT NULL AND served_at >= ? AND served_at < ?
+        WHERE model_id = ? AND entity_id IS NOT NULL
+          AND served_at >= CAST(? AS TIMESTAMP) AND served_at < CAST(? AS TIMESTAMP)
     )
     WHERE f.origin <> 'request'
 ),
@@ -142,7 +144,8 @@ def _params(model_id: str, since: dt.datetime | None, until: dt.datetime | None)
         raise ValidationError(
             f"--since {since.isoformat()} is not before --until {until.isoformat()}"
         )
-    return [model_id, since or EARLIEST, until or LATEST]
+    # As text: read parameters travel as msgpack, which has no datetime.
+    return [model_id, (since or EARLIEST).isoformat(), (until or LATEST).isoformat()]
 
 
 def report(
