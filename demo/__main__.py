@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     except StepError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("demo: interrupted", file=sys.stderr)
+        return 130
     print()
     print(table(outcome))
     if not outcome.ok:

@@ -42,14 +42,17 @@ def wait_served(
     ETags); a sync error reported meanwhile for this version fails at once."""
     deadline = time.monotonic() + timeout_s
     started = dt.datetime.now(dt.UTC)
-    model = pb.GetModelResponse()
+    last = "no answer yet"
     while time.monotonic() < deadline:
         try:
             model = stub.GetModel(pb.GetModelRequest(model_id=model_id), timeout=CALL_TIMEOUT_S)
         except grpc.RpcError as exc:
+            # NOT_FOUND until the first sync; UNAVAILABLE while the server starts.
             if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE):
                 raise
+            last = f"GetModel {exc.code().name}: {exc.details()}"
         else:
+            last = f"GetModel: served={model.served} version={model.version or '-'}"
             served = {a.extension: a.etag.strip('"') for a in model.artifacts}
             if model.served and model.version == version and served == etags:
                 return model  # type: ignore[no-any-return]
@@ -64,8 +67,8 @@ def wait_served(
                 )
         time.sleep(0.2)
     raise ServiceError(
-        f"{model_id} {version} was not served within {timeout_s:.0f}s (GetModel: "
-        f"served={model.served} version={model.version or '-'}); see the model-sync log"
+        f"{model_id} {version} was not served within {timeout_s:.0f}s ({last}); see the "
+        "model-sync and grpc logs"
     )
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
-from demo.run import TOLERANCE, Options, Outcome, run, table
+from demo.run import TOLERANCE, Options, Outcome, StepError, run, table
 from featurestore.settings import Settings
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -68,3 +71,24 @@ def test_python_m_demo_runs_again_on_the_registered_model(
         assert abs(float(served) - float(in_process)) <= 1e-5
         assert abs(float(served) - float(by_sklearn)) <= 1e-5
     assert "largest absolute difference" in result.stdout
+
+
+def test_a_failing_step_is_named_with_its_reason(stack: Settings, tmp_path: Path) -> None:
+    """A version registered before with other features: the demo stops at registration
+    and says why, rather than serving a model whose inputs differ from the registry's."""
+    spec = {
+        "model_id": "demo_conflict",
+        "artifact_type": "model",
+        "version": "1.0.0",
+        "azure_location": stack.azure_container,
+        "expected_features": [{"index": 0, "name": "age_years", "type": "int"}],
+    }
+    (tmp_path / "other.json").write_bytes(orjson.dumps(spec))
+    assert run_cli(stack, "model", "register", str(tmp_path / "other.json")).returncode == 0
+    lines: list[str] = []
+    options = Options(entities=40, shown=2, model_id="demo_conflict", prefix="conflict_")
+    with pytest.raises(StepError) as failure:
+        run(stack, options, out=lines.append)
+    assert str(failure.value).startswith("step 6 (register and promote demo_conflict 1.0.0)")
+    assert "registered with other expected features" in str(failure.value)
+    assert lines[-1].startswith("[6/10]")
