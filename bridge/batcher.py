@@ -28,7 +28,7 @@ class Rows(Protocol):
         ...
 
 
-def _encode_features(columns: Columns, offsets: list[int]) -> bytes:
+def _encode_features(columns: Columns, offsets: list[int], times: list[int | None]) -> bytes:
     table = pa.table(
         {
             "entity_id": pa.array(columns.entity_id, pa.string()),
@@ -38,6 +38,7 @@ def _encode_features(columns: Columns, offsets: list[int]) -> bytes:
                 pa.timestamp("us")
             ),
             "offset": pa.array(offsets, pa.int64()),
+            "kafka_timestamp": pa.array(times, pa.int64()).cast(pa.timestamp("ms")),
         }
     )
     return write_batch.encode(table)
@@ -50,7 +51,8 @@ class BatchKind:
     task: str
     parse: Callable[[bytes | None], Rows]
     new_rows: Callable[[], Rows]
-    encode: Callable[[Any, list[int]], bytes]
+    # rows, each row's offset and Kafka timestamp in ms (None: unknown) -> the payload
+    encode: Callable[[Any, list[int], list[int | None]], bytes]
     by_offset: Callable[[bytes], dict[int, list[dict[str, object]]]]
 
 
@@ -65,7 +67,7 @@ PREDICTIONS = BatchKind(
     constants.TASK_WRITE_PREDICTIONS,
     predictions.parse_record,
     predictions.PredictionRows,
-    lambda rows, offsets: rows.encode(offsets),
+    lambda rows, offsets, _times: rows.encode(offsets),
     predictions.records_by_offset,
 )
 
@@ -82,6 +84,7 @@ class PendingBatch:
     kind: BatchKind = FEATURES
     columns: Rows = field(default_factory=Columns)
     offsets: list[int] = field(default_factory=list)
+    kafka_times: list[int | None] = field(default_factory=list)
     dead_letters: int = 0
 
     @property
@@ -89,18 +92,20 @@ class PendingBatch:
         """Offsets of every message consumed into this batch, dead-lettered ones included."""
         return OffsetSpan(self.topic, self.partition, self.first_offset, self.last_offset)
 
-    def add(self, offset: int, events: Rows | None) -> None:
-        """Take one consumed message: its rows, or None when it was dead-lettered."""
+    def add(self, offset: int, events: Rows | None, kafka_time_ms: int | None = None) -> None:
+        """Take one consumed message: its rows, or None when it was dead-lettered, and its
+        Kafka timestamp (ms)."""
         self.last_offset = offset
         if events is None:
             self.dead_letters += 1
         else:
             self.columns.extend(events)
             self.offsets.extend([offset] * len(events))
+            self.kafka_times.extend([kafka_time_ms] * len(events))
 
     def encode(self) -> bytes:
         """Arrow IPC bytes of the batch (the write task's payload)."""
-        return self.kind.encode(self.columns, self.offsets)
+        return self.kind.encode(self.columns, self.offsets, self.kafka_times)
 
 
 class Batcher:
@@ -116,8 +121,16 @@ class Batcher:
         self._open: dict[tuple[str, int], PendingBatch] = {}
         self._full: list[PendingBatch] = []
 
-    def add(self, topic: str, partition: int, offset: int, events: Rows | None) -> None:
-        """Add a consumed message to its partition's open batch; close the batch when full."""
+    def add(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        events: Rows | None,
+        kafka_time_ms: int | None = None,
+    ) -> None:
+        """Add a consumed message (with its Kafka timestamp in ms, when known) to its
+        partition's open batch; close the batch when full."""
         key = (topic, partition)
         pending = self._open.get(key)
         if pending is None:
@@ -125,7 +138,7 @@ class Batcher:
             pending = self._open[key] = PendingBatch(
                 topic, partition, offset, offset, kind=kind, columns=kind.new_rows()
             )
-        pending.add(offset, events)
+        pending.add(offset, events, kafka_time_ms)
         if len(pending.columns) >= self.max_rows:
             self._full.append(self._open.pop(key))
 

@@ -13,6 +13,7 @@ import time
 
 from celery import Celery
 from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -33,6 +34,12 @@ from featurestore.settings import Settings
 log = logging.getLogger(__name__)
 
 _BROKER_ERRORS = (OperationalError, RedisError, ConnectionError, OSError)
+
+
+def kafka_time_ms(msg: Message) -> int | None:
+    """The message's Kafka timestamp in ms (producer's or broker's), None when it has none."""
+    kind, value = msg.timestamp()
+    return None if kind == TIMESTAMP_NOT_AVAILABLE else int(value)
 
 
 class _StoppedWhileSending(Exception):  # noqa: N818 - a signal, not an error
@@ -133,7 +140,7 @@ class Bridge:
             events = None
         else:
             metrics.BRIDGE_MESSAGES.labels("ok").inc()
-        self.batcher.add(*source(msg), events)
+        self.batcher.add(*source(msg), events, kafka_time_ms(msg))
 
     # -- the loop ------------------------------------------------------------------------
     def _send_due(self, *, flush: bool = False) -> None:
@@ -178,6 +185,7 @@ class Bridge:
             log.warning("commit_failed error=%s", exc.args[0].name())
             return
         self._to_commit.clear()
+        metrics.BRIDGE_LAST_COMMIT.set_to_current_time()
         for part in offsets:
             log.info(
                 "offsets_committed topic=%s partition=%d offset=%d",

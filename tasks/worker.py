@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 from typing import Any
 
 import redis
@@ -13,6 +14,7 @@ from featurestore import metrics, services
 from featurestore.logs import quoted
 from featurestore.settings import Settings
 from featurestore.store.service import DuckDBService
+from tasks import monitor
 from tasks.app import app, configure
 from tasks.duckdb_tasks import DuckDBTask
 
@@ -92,6 +94,8 @@ def run_beat(settings: Settings) -> None:
     services.ensure_redis(settings)
     configure(settings)
     metrics.serve(settings.metrics_port_beat, "beat")
+    # Queue lengths and consumer lag, sampled beside the schedule until the process exits.
+    monitor.start(settings, threading.Event())
     schedule = settings.run_dir / "celerybeat-schedule"
     app.start(argv=["beat", "--loglevel=INFO", f"--schedule={schedule}"])
 

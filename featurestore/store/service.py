@@ -18,7 +18,7 @@ from featurestore.ingest import predictions, write_batch
 from featurestore.progress import Progress
 from featurestore.reads.groups import GroupedReads
 from featurestore.settings import Settings
-from featurestore.store import registry, skew, training
+from featurestore.store import freshness, registry, skew, training
 from featurestore.store.database import OffsetSpan, Store, WriteResult
 from featurestore.store.merger import Merger
 from featurestore.store.online import OnlineStore, online_updates_sql
@@ -45,16 +45,39 @@ class DuckDBService:
         self._reads = GroupedReads(self.store.read_result, grouping=settings.read_grouping)
         self.latest = Merger(self.store.cursor, settings.latest_merge_interval_s)
         self.latest.start()
+        # The scrape thread's own session; SampledGauge calls it under its lock, at most
+        # every 30 s (duckdb_tables() answers in 0.7 ms: sizes are kept, not counted).
+        self._stats = self.store.cursor().cursor()
+        metrics.DUCKDB_TABLE_ROWS.set_source(self._table_rows)
+        metrics.DUCKDB_FILE_BYTES.set_function(self._file_bytes)
+
+    def _table_rows(self) -> dict[tuple[str, ...], float]:
+        tables = self._stats.execute(
+            "SELECT table_name, estimated_size FROM duckdb_tables() "
+            "WHERE NOT internal AND NOT temporary"
+        ).fetchall()
+        return {(str(name),): float(size) for name, size in tables}
+
+    def _file_bytes(self) -> float:
+        try:
+            return float(self.settings.duckdb_file.stat().st_size)
+        except OSError:
+            return 0.0
 
     def write_batch(self, payload: bytes, span: OffsetSpan) -> WriteResult:
         """Decode a batch, commit it to DuckDB once, then update the online store."""
         began = time.perf_counter()
-        rows, offsets = write_batch.decode(payload)
-        result = self.store.write_batch(rows, offsets, span)
+        batch = write_batch.decode_batch(payload)
+        rows = batch.rows
+        result = self.store.write_batch(rows, batch.offsets, span)
+        committed = time.time()
         self.latest.written()
         # Applied for every row, duplicates included: a worker killed between the DuckDB
         # commit and this update gets a second chance when the batch is redelivered.
         self.online.apply_updates(online_updates(self.store.cursor(), rows))
+        if result.duplicates == 0:
+            # A redelivered batch's rows were counted at their first write.
+            freshness.observe(batch, committed, online_at=time.time())
         elapsed = time.perf_counter() - began
         metrics.WRITE_ROWS.labels("inserted").inc(result.inserted)
         metrics.WRITE_ROWS.labels("duplicate").inc(result.duplicates)
@@ -94,7 +117,11 @@ class DuckDBService:
     def read_many(self, requests: list[tuple[str, Any]]) -> list[bytes | tuple[str, str]]:
         """Run a batch of reads; each gives its result's bytes (reads.result_format) or (error type,
         message). Reads sharing a statement run as one (featurestore.reads.groups)."""
-        return self._reads.run(requests)
+        metrics.READS_IN_PROGRESS.inc(len(requests))
+        try:
+            return self._reads.run(requests)
+        finally:
+            metrics.READS_IN_PROGRESS.dec(len(requests))
 
     def build_training_set(
         self, request: training.TrainingRequest, progress: Callable[[int, int], None]
@@ -167,4 +194,6 @@ class DuckDBService:
     def close(self) -> None:
         """Stop merging, then checkpoint and close DuckDB."""
         self.latest.stop()
+        metrics.DUCKDB_TABLE_ROWS.set_source(None)
+        self._stats.close()
         self.store.close()
