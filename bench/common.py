@@ -38,6 +38,9 @@ def bench_settings(state_dir: Path, **overrides: object) -> Settings:
         "metrics_port_beat": 10104,
         "metrics_port_model_sync": 10105,
         "prometheus_port": 10090,
+        "alertmanager_port": 10094,
+        "redis_exporter_port": 10121,
+        "kafka_jmx_exporter_port": 10404,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -142,6 +142,9 @@ def main() -> None:
         metrics_port_beat=12104,
         metrics_port_model_sync=12105,
         prometheus_port=12090,
+        alertmanager_port=12094,
+        redis_exporter_port=12121,
+        kafka_jmx_exporter_port=12404,
         azure_connection_string=Settings().azure_connection_string.replace(":10000/", ":13000/"),
     )
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}

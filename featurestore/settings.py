@@ -122,6 +122,15 @@ class Settings(BaseSettings):
     metrics_port_beat: int = 9104
     prometheus_port: int = 9090
     prometheus_scrape_interval_s: float = 5.0
+    # 9093, Alertmanager's usual port, is Kafka's controller port here.
+    alertmanager_port: int = 9094
+    # Alertmanager's configuration; None: prometheus/alertmanager.yml (a receiver that does
+    # nothing). Point it at a file with a webhook receiver, say (README, "Alerts").
+    alertmanager_config: Path | None = None
+    redis_exporter_port: int = 9121
+    # The Prometheus JMX exporter's Java agent inside the broker this project starts.
+    kafka_jmx_exporter_port: int = 9404
+    jmx_exporter_version: str = "1.0.1"
 
     @field_validator("prediction_log_models", mode="before")
     @classmethod

@@ -17,8 +17,10 @@ from supervisor.xmlrpc import SupervisorTransport
 from featurestore.errors import ConfigError, ServiceStartError
 from featurestore.logs import quoted
 from featurestore.services import (
+    AlertmanagerService,
     ManagedService,
     PrometheusService,
+    RedisExporterService,
     ServiceStatus,
     all_services,
 )
@@ -137,8 +139,14 @@ def _wait_answering(probe: Any, name: str, deadline: float, settings: Settings) 
 
 
 def watched_services(settings: Settings) -> list[ManagedService]:
-    """Backing services and Prometheus: what `up` waits for and `status` shows."""
-    return [*all_services(settings), PrometheusService(settings)]
+    """Backing services, exporters, Prometheus and Alertmanager: what `up` waits for and
+    `status` shows."""
+    return [
+        *all_services(settings),
+        RedisExporterService(settings),
+        AlertmanagerService(settings),
+        PrometheusService(settings),
+    ]
 
 
 def down(settings: Settings) -> None:

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v prometheus >/dev/null || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+command -v prometheus-redis-exporter >/dev/null || need+=(prometheus-redis-exporter)
 command -v java >/dev/null || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 command -v npm >/dev/null || need+=(npm)
@@ -15,6 +17,14 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  # The stack runs its own Prometheus, Alertmanager and exporter (supervisord.conf) on its
+  # own ports: the system services these packages enable would take them (9090, 9093/9094
+  # the broker's controller and Alertmanager, 9121).
+  if [ -d /run/systemd/system ]; then
+    for unit in prometheus prometheus-alertmanager prometheus-redis-exporter; do
+      if [[ " ${need[*]} " == *" $unit "* ]]; then systemctl disable --now "$unit" || true; fi
+    done
+  fi
 fi
 
 PYTHON=${PYTHON:-python3}

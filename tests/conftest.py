@@ -51,6 +51,9 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
         "metrics_port_beat": 29104 + PORT_OFFSET,
         "metrics_port_model_sync": 29105 + PORT_OFFSET,
         "prometheus_port": 29090 + PORT_OFFSET,
+        "alertmanager_port": 29094 + PORT_OFFSET,
+        "redis_exporter_port": 29121 + PORT_OFFSET,
+        "kafka_jmx_exporter_port": 29404 + PORT_OFFSET,
         "prometheus_scrape_interval_s": 1.0,
         "consumer_group": "featurestore-test",
         # Fault tests lose write tasks on purpose; resend them soon.

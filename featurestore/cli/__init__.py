@@ -24,6 +24,8 @@ SERVICES: dict[str, Callable[[Settings], services.ManagedService]] = {
     "redis": services.RedisService,
     "azurite": services.AzuriteService,
     "prometheus": services.PrometheusService,
+    "alertmanager": services.AlertmanagerService,
+    "redis-exporter": services.RedisExporterService,
 }
 
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from featurestore.services.alertmanager import AlertmanagerService
 from featurestore.services.azurite import AzuriteService
 from featurestore.services.base import ManagedService, ServiceStatus
+from featurestore.services.exporters import RedisExporterService
 from featurestore.services.kafka import KafkaService
 from featurestore.services.prometheus import PrometheusService
 from featurestore.services.redis import RedisService
 from featurestore.settings import Settings
 
 __all__ = [
+    "AlertmanagerService",
     "AzuriteService",
     "KafkaService",
     "ManagedService",
     "PrometheusService",
+    "RedisExporterService",
     "RedisService",
     "ServiceStatus",
     "all_services",

@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from featurestore.errors import ServiceStartError, ToolMissingError
 from featurestore.logs import quoted
-from featurestore.services import _proc
+from featurestore.services import _proc, jmx
 from featurestore.services.base import ManagedService
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class KafkaService(ManagedService):
 
     def prepare(self) -> None:
         self._resolve_jars()
+        jmx.resolve_agent(self.settings)
         self._write_config()
         self._format_storage()
 
@@ -168,10 +169,11 @@ class KafkaService(ManagedService):
         )
         (self.data / "log4j2.xml").write_bytes((_RESOURCES / "kafka-log4j2.xml").read_bytes())
 
-    def _java(self, main: str, *args: str) -> list[str]:
+    def _java(self, main: str, *args: str, agents: tuple[str, ...] = ()) -> list[str]:
         java = _proc.require_program("java", "Kafka needs Java 17+")
         return [
             java,
+            *agents,
             *self.settings.kafka_heap.split(),
             "-XX:+UseG1GC",
             f"-Dlog4j2.configurationFile={self.data / 'log4j2.xml'}",
@@ -204,7 +206,9 @@ class KafkaService(ManagedService):
             raise ServiceStartError(f"kafka storage format failed:\n{result.stdout}{result.stderr}")
 
     def command(self) -> list[str]:
-        return self._java("kafka.Kafka", str(self.data / "server.properties"))
+        # The broker (not the storage tool) carries the JMX exporter, scraped as job kafka.
+        agent = jmx.agent_option(self.settings, self.data)
+        return self._java("kafka.Kafka", str(self.data / "server.properties"), agents=(agent,))
 
     # -- after start ---------------------------------------------------------------------
     def after_ready(self) -> None:
