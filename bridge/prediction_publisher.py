@@ -162,6 +162,10 @@ class KafkaPredictionLog:
         self._fatal = False
         log.error("prediction_log_producer_replaced lost=%d", lost)
 
+    def settled(self) -> bool:
+        """True when nothing waits: buffer empty, every record confirmed or dropped."""
+        return not len(self.buffer) and not self._pending and not len(self.producer)
+
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the thread, send what is buffered and wait up to timeout_s for Kafka."""
         self._stop.set()
