@@ -14,6 +14,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     start_http_server,
 )
 from prometheus_client.registry import Collector
@@ -228,5 +229,8 @@ def registry_for(program: str) -> CollectorRegistry:
 
 def serve(port: int, program: str) -> None:
     """Expose the program's metrics (registry_for) on the port (call once, at start-up)."""
+    # The text format writes each counter's and histogram's creation time as a gauge series
+    # of its own (<name>_created): one more series per child, which no query here uses.
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     start_http_server(port, registry=registry_for(program))
     SERVICE_UP.labels(program).set(1)

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from featurestore import metrics
 from featurestore.settings import Settings
+from tests.helpers import wait_until
 
 # The process and platform collectors every program serves beside its own.
 STANDARD = re.compile(r"^(process|python)_")
@@ -129,10 +130,18 @@ def test_an_unknown_program_is_refused_by_name() -> None:
         metrics.registry_for("brdige")
 
 
-def scraped_names(settings: Settings, program: str) -> dict[str, tuple[str, set[str]]]:
+def scrape(settings: Settings, program: str) -> str | None:
+    """The program's /metrics text, None while its port does not answer."""
     port = getattr(settings, PORTS[program])
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            return str(reply.read().decode())
+    except OSError:
+        return None
+
+
+def scraped_families(text: str) -> dict[str, tuple[str, set[str]]]:
+    """Family name -> (type, label names) of an exposition, standard collectors left out."""
     found: dict[str, tuple[str, set[str]]] = {}
     for family in text_string_to_metric_families(text):
         if not STANDARD.match(family.name):
@@ -145,8 +154,9 @@ def scraped_names(settings: Settings, program: str) -> dict[str, tuple[str, set[
 def test_each_running_program_serves_only_its_own_metrics(stack: Settings) -> None:
     assert set(PORTS) == set(metrics.PROGRAMS)
     for program in PORTS:
-        found = scraped_names(stack, program)
-        expected = set(program_families(program))
-        assert set(found) == expected, program
+        # A program serves its port once started; supervisord may still be starting it.
+        assert wait_until(lambda: scrape(stack, program) is not None), f"{program} not serving"
+        found = scraped_families(scrape(stack, program) or "")
+        assert set(found) == set(program_families(program)), program
         problems = {name: violations(name, kind, labels) for name, (kind, labels) in found.items()}
         assert {name: p for name, p in problems.items() if p} == {}, program
