@@ -151,12 +151,12 @@ def scraped_families(text: str) -> dict[str, tuple[str, set[str]]]:
 
 
 @pytest.mark.integration
-def test_each_running_program_serves_only_its_own_metrics(stack: Settings) -> None:
+@pytest.mark.parametrize("program", sorted(PORTS))
+def test_each_running_program_serves_only_its_own_metrics(stack: Settings, program: str) -> None:
     assert set(PORTS) == set(metrics.PROGRAMS)
-    for program in PORTS:
-        # A program serves its port once started; supervisord may still be starting it.
-        assert wait_until(lambda: scrape(stack, program) is not None), f"{program} not serving"
-        found = scraped_families(scrape(stack, program) or "")
-        assert set(found) == set(program_families(program)), program
-        problems = {name: violations(name, kind, labels) for name, (kind, labels) in found.items()}
-        assert {name: p for name, p in problems.items() if p} == {}, program
+    # A program serves its port once started; supervisord may still be starting it.
+    assert wait_until(lambda: scrape(stack, program) is not None), f"{program} not serving"
+    found = scraped_families(scrape(stack, program) or "")
+    assert set(found) == set(program_families(program))
+    problems = {name: violations(name, kind, labels) for name, (kind, labels) in found.items()}
+    assert {name: p for name, p in problems.items() if p} == {}
