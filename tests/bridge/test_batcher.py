@@ -60,3 +60,16 @@ def test_partitions_batch_separately() -> None:
     batcher.add("t", 0, 1, parse_message(events(1)))
     batcher.add("t", 1, 1, parse_message(events(1)))
     assert sorted(p.partition for p in batcher.due(flush=True)) == [0, 1]
+
+
+def test_each_row_carries_its_messages_kafka_timestamp() -> None:
+    batcher = Batcher(max_rows=1000, max_wait_s=60)
+    batcher.add("t", 0, 5, parse_message(events(2)), 1_700_000_000_123)
+    batcher.add("t", 0, 6, None, 1_700_000_000_200)
+    batcher.add("t", 0, 7, parse_message(events(1, "z")), None)
+    [pending] = batcher.due(flush=True)
+    batch = write_batch.decode_batch(pending.encode())
+    times = batch.kafka_timestamps.cast("int64").to_pylist()
+    assert times == [1_700_000_000_123, 1_700_000_000_123, None]
+    assert batch.offsets.to_pylist() == [5, 5, 7]
+    assert batch.rows.column_names == ["entity_id", "feature_name", "value", "event_timestamp"]
