@@ -99,6 +99,10 @@ class Monitor:
             self.sample_queues()
             self.sample_lag()
             stop.wait(interval_s)
+        self.close()
+
+    def close(self) -> None:
+        """Close the Kafka consumer and the Redis client."""
         self.kafka.close()
         self.redis.close()
 
