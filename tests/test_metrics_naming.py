@@ -3,19 +3,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import shutil
 import subprocess
 import urllib.request
+import uuid
 
+import orjson
 import pytest
+from confluent_kafka import Producer
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from featurestore import metrics
 from featurestore.settings import Settings
-from tests.helpers import wait_until
+from tasks.app import configure
+from tests.helpers import wait_for_count, wait_until
 
 # The process and platform collectors every program serves beside its own.
 STANDARD = re.compile(r"^(process|python)_")
@@ -160,3 +165,50 @@ def test_each_running_program_serves_only_its_own_metrics(stack: Settings, progr
     assert set(found) == set(program_families(program))
     problems = {name: violations(name, kind, labels) for name, (kind, labels) in found.items()}
     assert {name: p for name, p in problems.items() if p} == {}
+
+
+Labels = frozenset[tuple[str, str]]
+
+
+def sample_values(settings: Settings, program: str, name: str) -> dict[Labels, float]:
+    """Labels -> value of one sample name served by a running program."""
+    text = scrape(settings, program) or ""
+    return {
+        frozenset(s.labels.items()): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+@pytest.mark.integration
+def test_the_stack_reports_freshness_lag_queues_and_commits(stack: Settings) -> None:
+    tag = f"m{uuid.uuid4().hex[:8]}_"
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    event = {"entity_id": f"{tag}0", "feature_name": "f", "value": 1.0, "event_timestamp": now}
+    producer.produce(stack.features_topic, orjson.dumps(event))
+    assert producer.flush(30) == 0
+    assert wait_for_count(configure(stack), tag, 1) == 1
+
+    def counted(program: str, name: str) -> float:
+        return sum(sample_values(stack, program, name).values())
+
+    kafka_count = "fstore_freshness_kafka_to_online_seconds_count"
+    assert wait_until(lambda: counted("duckdb_worker", kafka_count) >= 1)
+    assert counted("duckdb_worker", "fstore_freshness_event_to_commit_seconds_count") >= 1
+    assert wait_until(lambda: counted("bridge", "fstore_bridge_last_commit_timestamp_seconds") > 0)
+    queues = {
+        dict(labels)["queue"]
+        for labels in sample_values(stack, "beat", "fstore_celery_queue_length")
+    }
+    assert queues == {stack.write_queue, stack.read_queue, stack.model_sync_queue}
+    # The bridge committed past the event: beat sees the group's offset and no lag left.
+    features = frozenset({("topic", stack.features_topic), ("partition", "0")})
+
+    def caught_up() -> bool:
+        lag = sample_values(stack, "beat", "fstore_kafka_consumer_lag_messages")
+        offsets = sample_values(stack, "beat", "fstore_kafka_committed_offset")
+        return lag.get(features) == 0 and offsets.get(features, 0) >= 1
+
+    assert wait_until(caught_up)
