@@ -3,8 +3,10 @@
 Measures, in one run: Predict for one entity at a steady 500 requests/s for 30 s (open loop);
 the highest rate with zero errors (the rate stepped up until errors or the rate is missed);
 ModelInfer (KServe v2) for one row; Predict for 100 entities; and a floor, the health
-Check, measured in turn with the single calls. The model is the demo's (demo.model), the
-features go through Kafka with the file producer. The last line of output is one JSON object.
+Check, measured in turn with the single calls; Predict with the prediction log on and off
+(bench.serve_logging: the demo's model is logged, a twin of it is not). The model is the
+demo's (demo.model), the features go through Kafka with the file producer. The last line of
+output is one JSON object.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.common import bench_settings, now, percentile, running_stack
 from bench.load import Call, closed_loop, open_loop
+from bench.serve_logging import UNLOGGED_MODEL_ID, logging_on_off
 from bench.server_stats import CpuMeter, predict_buckets
 from bridge.producer import FileProducer
 from demo import client, data, model, publish
@@ -58,6 +61,7 @@ TARGETS = {
     "predict_errors": 0,
     "max_rps_no_errors": 1000,
     "predict_batch100_p50_ms": 5.0,
+    "predict_logging_added_p99_ms": 0.3,
 }
 
 
@@ -89,22 +93,23 @@ def load_features(settings: Settings, folder: Path) -> data.CreditData:
 
 
 def publish_model(settings: Settings, credit: data.CreditData, folder: Path) -> model.Artifacts:
-    """The demo's model trained on the data, published and served."""
+    """The demo's model trained on the data, published and served (and its unlogged twin)."""
     artifacts = model.export(model.train(credit))
-    etags = publish.upload(settings, publish.MODEL_ID, artifacts)
-    specs = publish.specs(settings, publish.MODEL_ID, publish.VERSION, data.FEATURES)
-    publish.register_and_promote(settings, configure(settings), specs, folder)
-    channel, stub = client.connect(settings)
-    with channel:
-        client.wait_served(stub, publish.MODEL_ID, publish.VERSION, etags)
-        # Until the gRPC process has loaded it (its next model-cache refresh).
-        shown = credit.entity_ids[:5]
-        expected = model.InProcessModel(artifacts).scores(credit.rows(shown))
-        served, _waited = client.predict_current(
-            stub, publish.MODEL_ID, shown, expected, tolerance=1e-5, timeout_s=30
-        )
-        if not np.allclose(served.scores, expected, rtol=0, atol=1e-5):
-            raise RuntimeError("the served scores differ from the in-process ones")
+    for model_id in (publish.MODEL_ID, UNLOGGED_MODEL_ID):
+        etags = publish.upload(settings, model_id, artifacts)
+        specs = publish.specs(settings, model_id, publish.VERSION, data.FEATURES)
+        publish.register_and_promote(settings, configure(settings), specs, folder)
+        channel, stub = client.connect(settings)
+        with channel:
+            client.wait_served(stub, model_id, publish.VERSION, etags)
+            # Until the gRPC process has loaded it (its next model-cache refresh).
+            shown = credit.entity_ids[:5]
+            expected = model.InProcessModel(artifacts).scores(credit.rows(shown))
+            served, _waited = client.predict_current(
+                stub, model_id, shown, expected, tolerance=1e-5, timeout_s=30
+            )
+            if not np.allclose(served.scores, expected, rtol=0, atol=1e-5):
+                raise RuntimeError("the served scores differ from the in-process ones")
     return artifacts
 
 
@@ -181,6 +186,7 @@ def measure(settings: Settings, credit: data.CreditData) -> dict[str, Any]:
     for name, seconds in cpu.seconds.items():
         out[f"cpu_ms_per_predict_{name}"] = seconds * 1000 / served
     out["predict_error_codes"] = dict(steady.errors)
+    out.update(logging_on_off(settings, stub, ids))
     out["max_rps_no_errors"], out["ramp"] = ramp(predict_one)
     # The same ramp read with the latency target too: the rate this server sustains well.
     out["max_rps_p99_under_4ms"] = max(
@@ -237,6 +243,14 @@ def table(result: dict[str, Any]) -> str:
         ("CPU per Predict @500 rps: Redis (ms)", result["cpu_ms_per_predict_redis"], ""),
         ("server-side Predict over 1 ms (share)", result["server_predict_over_1ms_share"], ""),
         ("server-side Predict over 2.5 ms (share)", result["server_predict_over_2.5ms_share"], ""),
+        ("Predict, prediction log on, p50 (ms)", result["predict_logged_p50_ms"], ""),
+        ("Predict, prediction log on, p99 (ms)", result["predict_logged_p99_ms"], ""),
+        ("Predict, prediction log off, p50 (ms)", result["predict_unlogged_p50_ms"], ""),
+        ("Predict, prediction log off, p99 (ms)", result["predict_unlogged_p99_ms"], ""),
+        ("prediction log adds at p99 (ms)", result["predict_logging_added_p99_ms"], "<= 0.3"),
+        ("prediction log: records delivered", result["prediction_log_delivered"], ""),
+        ("prediction log: records dropped", result["prediction_log_dropped"], ""),
+        ("prediction log: rows in DuckDB", result["prediction_log_rows"], ""),
         ("floor: health Check p50 (ms)", result["floor_p50_ms"], ""),
         ("floor: health Check p99 (ms)", result["floor_p99_ms"], ""),
         ("floor at 50 rps beside the 500 rps, p50 (ms)", result["floor_under_load_p50_ms"], ""),
@@ -255,7 +269,9 @@ def main() -> None:
     for name in ("bench", "featurestore.progress"):
         logging.getLogger(name).setLevel(logging.INFO)
     folder = Path(tempfile.mkdtemp(prefix="fstore-bench-serve-"))
-    settings = bench_settings(folder / "state", metrics_port_model_sync=10105)
+    settings = bench_settings(
+        folder / "state", metrics_port_model_sync=10105, prediction_log_models=[publish.MODEL_ID]
+    )
     try:
         with running_stack(settings):
             credit = load_features(settings, folder)
