@@ -248,7 +248,8 @@ def build_from_log(
         raise ValidationError(f"no logged predictions of model {request.model_id!r}")
     # The served value of each feature, by name, out of the record's list of structs.
     selected = ", ".join(
-        f"list_filter(p.features, lambda x: x.name = {sql.literal(n)})[1].value AS {sql.identifier(n)}"
+        f"list_filter(p.features, lambda x: x.name = {sql.literal(n)})[1].value "
+        f"AS {sql.identifier(n)}"
         for n in names
     )
     output = request.output_path
