@@ -14,6 +14,7 @@ import datetime as dt
 import random
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -193,7 +194,7 @@ class PredictionLog:
     def log_predict(self, request_id: str, result: PredictionResult) -> None:
         """Buffer a Predict answer when its model is logged and the call sampled."""
         if self.wants(result.model_id):
-            self._put(Predicted(request_id, result, time.time()))
+            self._put(Predicted(request_id or uuid.uuid4().hex, result, time.time()))
 
     def log_infer(
         self, request_id: str, model: LoadedModel, rows: np.ndarray, outputs: dict[str, np.ndarray]
@@ -201,7 +202,7 @@ class PredictionLog:
         """Buffer a ModelInfer answer when its model is logged and the call sampled."""
         if self.wants(model.model_id):
             entry = Inferred(
-                request_id,
+                request_id or uuid.uuid4().hex,
                 model.model_id,
                 model.version,
                 model.feature_names,

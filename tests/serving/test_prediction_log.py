@@ -210,3 +210,12 @@ def test_the_bridge_refuses_a_bad_record_naming_what_is_wrong(
     record.update(change)
     with pytest.raises(ValidationError, match=reason):
         parse_record(orjson.dumps(record))
+
+
+def test_a_call_without_request_id_is_logged_under_a_generated_one() -> None:
+    log = PredictionLog()
+    log.log_predict("", result())
+    log.log_predict("", result())
+    first, second = log.take(10)
+    assert len(first.request_id) == 32 and first.request_id != second.request_id
+    assert parse_record(encode(first)[0]).columns["request_id"] == [first.request_id]
