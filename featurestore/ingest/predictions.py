@@ -8,7 +8,8 @@ A record is a JSON object with exactly these fields:
 - served_at: ISO-8601 time the answer was computed (UTC)
 - source: "predict" or "infer"
 - features: [{name, value, origin ("online" | "fallback" | "request"), event_timestamp
-  (ISO-8601, null for request values)}] in the model's expected order
+  (ISO-8601, null for request values)}] in the model's expected order; a request value
+  may be null (a ModelInfer client's NaN)
 - outputs: [{name, values: [number | null], labels: [string]}]
 """
 
@@ -104,7 +105,8 @@ def _feature(item: object, index: int) -> dict[str, Any]:
     stamp = item["event_timestamp"]
     return {
         "name": _text(item["name"], f"{where}.name"),
-        "value": _number(item["value"], f"{where}.value"),
+        # ModelInfer takes any float from its client: NaN travels as null.
+        "value": _number(item["value"], f"{where}.value", nullable=item["origin"] == "request"),
         "origin": origin,
         "event_timestamp": None if stamp is None else timestamp_micros(stamp),
     }

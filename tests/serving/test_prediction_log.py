@@ -219,3 +219,12 @@ def test_a_call_without_request_id_is_logged_under_a_generated_one() -> None:
     first, second = log.take(10)
     assert len(first.request_id) == 32 and first.request_id != second.request_id
     assert parse_record(encode(first)[0]).columns["request_id"] == [first.request_id]
+
+
+def test_a_modelinfer_nan_is_logged_as_null(model: LoadedModel) -> None:
+    rows = np.array([[np.nan, 2.0]])
+    log = PredictionLog()
+    log.log_infer("nan", model, rows, model.infer(rows))
+    (entry,) = log.take(1)
+    parsed = parse_record(encode(entry)[0])
+    assert parsed.columns["features"][0][0]["value"] is None
