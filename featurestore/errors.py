@@ -5,11 +5,12 @@ FeatureStoreError
  +-- ServiceError           a backing service could not be reached or started
  |    +-- ServiceStartError     started, but it did not become ready in time
  |    +-- ToolMissingError      a program or download it needs is not there
- |    +-- QueryTimeoutError          the DuckDB service did not answer a read in time
+ |    +-- QueryTimeoutError     a read passed its time limit (the caller's or the service's)
  +-- ValidationError        input (a row, a message, a file) is not acceptable
  |    +-- LimitError            a request is over a configured limit (size, entities)
  +-- QueryError             DuckDB failed a read (its message is kept)
  |    +-- ReadOnlyError     a read tried to write or ran several statements
+ |    +-- ReadLimitError    a read's result or memory went past a limit; names the limit
  +-- ModelNotFoundError     the model is not served (not in production, or not synced)
  +-- MissingFeaturesError   a prediction lacks feature values; names each one
  +-- ArtifactError          a model artifact failed validation; `reason` labels why
@@ -48,8 +49,13 @@ class ReadOnlyError(QueryError):
     """A read was asked to write, change settings, or run more than one statement."""
 
 
+class ReadLimitError(QueryError):
+    """A read's result (rows, bytes) or memory went past a limit; the message names it."""
+
+
 class QueryTimeoutError(ServiceError):
-    """The DuckDB service did not answer a read within its timeout."""
+    """A read passed its time limit: its caller stopped waiting, or the DuckDB service
+    stopped it (the message says which, and the limit)."""
 
 
 class LimitError(ValidationError):

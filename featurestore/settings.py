@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     duckdb_threads: int = 1
     # How often new rows are folded into the latest-values table (its staleness bound).
     latest_merge_interval_s: float = 1.0
+    # Bounds of one read in the DuckDB service (README, "Reads"): stopped when its caller's
+    # deadline passes and after read_time_limit_s at most; a result past either size fails.
+    read_time_limit_s: float = Field(default=30.0, gt=0)
+    read_max_rows: int = Field(default=1_000_000, ge=1)
+    read_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # DuckDB's buffer manager (cached blocks, sorts, hash tables, CTE work tables) stays under
+    # this; past it a query spills to the temp folder (at most duckdb_max_temp_mib) or fails.
+    duckdb_memory_limit_mib: int = Field(default=320, ge=64)
+    duckdb_temp_dir: Path | None = None  # default <state_dir>/data/duckdb-tmp
+    duckdb_max_temp_mib: int = Field(default=4096, ge=0)
 
     # Bridge batching
     batch_max_rows: int = 10_000
@@ -164,6 +174,11 @@ class Settings(BaseSettings):
     def duckdb_file(self) -> Path:
         """The DuckDB database file owned by the DuckDB service worker."""
         return self.duckdb_path or self.data_dir / "features.duckdb"
+
+    @property
+    def duckdb_temp_path(self) -> Path:
+        """Where DuckDB spills what does not fit its memory limit."""
+        return self.duckdb_temp_dir or self.data_dir / "duckdb-tmp"
 
     def to_env(self) -> dict[str, str]:
         """These settings as FSTORE_* variables, for the programs this process starts."""

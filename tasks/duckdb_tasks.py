@@ -130,7 +130,8 @@ def skew_report(
 # the worker's time per read. fstore_reads_total and fstore_read_seconds count them instead.
 @app.task(name=constants.TASK_READ_MANY, send_events=False, base=DuckDBTask, bind=True)
 def read_many(self: DuckDBTask, requests: list[tuple[str, Any]]) -> list[bytes | tuple[str, str]]:
-    """Run several reads; each gives its result's bytes or (error type, DuckDB's message)."""
+    """Run several reads, each (sql, params) or (sql, params, deadline in time.time()
+    seconds); each gives its result's bytes or (error type, message)."""
     return self.service.read_many(requests)
 
 

@@ -17,7 +17,9 @@ A group is formed only where the result cannot differ from running each read alo
   that statement between fixed text, so it is not parsed again (a 15 KB statement 50 times
   took the guard 1.7 s).
 Anything else, and any group whose statement fails, runs read by read, so each read keeps
-its own result or its own error.
+its own result or its own error. A group runs until the latest deadline of its reads (each
+read's is its caller's, or the service's time limit, featurestore.reads.limits); when that
+passes, every read of the group has passed its own, and none is run again alone.
 """
 
 from __future__ import annotations
@@ -25,18 +27,20 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import pyarrow.compute as pc
 
 from featurestore import metrics
-from featurestore.errors import QueryError
+from featurestore.errors import QueryError, QueryTimeoutError
 from featurestore.reads import result_format
 from featurestore.reads.guard import check_read_only, parameters_only_compared
+from featurestore.reads.limits import UNBOUNDED, Deadline, ReadLimits
 
 Outcome = bytes | tuple[str, str]
-Request = tuple[str, Any]
+# (sql, params) or (sql, params, deadline): the caller's deadline in time.time() seconds.
+Request = Sequence[Any]
 
 GROUP_COLUMN = "__fstore_read"
 MAX_KNOWN_STATEMENTS = 4096
@@ -96,52 +100,65 @@ def split(result: result_format.Result, count: int) -> list[result_format.Result
 class GroupedReads:
     """Runs a batch of reads, grouping those that share their statement."""
 
-    def __init__(self, read: Callable[..., result_format.Result], *, grouping: bool = True) -> None:
-        # Store.read_result: (sql, params, *, guarded=True, max_rows=...); raises QueryError.
+    def __init__(
+        self,
+        read: Callable[..., result_format.Result],
+        *,
+        grouping: bool = True,
+        limits: ReadLimits = UNBOUNDED,
+    ) -> None:
+        # Store.read_result: (sql, params, *, guarded=True, max_rows=..., deadline=...,
+        # limits=...); raises QueryError or QueryTimeoutError.
         self._read = read
         self._grouping = grouping
+        self._limits = limits
         # Column names of statements run alone, shared by the worker's threads: changed only
         # under the lock, and read once per use (another thread may forget a statement).
         self._names: dict[str, list[str]] = {}
         self._names_lock = threading.Lock()
 
-    def run(self, requests: list[Request]) -> list[Outcome]:
+    def run(self, requests: Sequence[Request]) -> list[Outcome]:
         """Each read's outcome, in order: its result's bytes (reads.result_format) or (error type,
         message)."""
         outcomes: dict[int, Outcome] = {}
         groups: dict[Hashable, list[int]] = {}
-        for index, (sql, params) in enumerate(requests):
+        deadlines: list[Deadline] = []
+        for index, request in enumerate(requests):
+            sql, params = request[0], request[1]
+            caller_deadline = request[2] if len(request) > 2 else None
+            deadlines.append(Deadline.for_read(caller_deadline, self._limits.seconds))
             kind = signature(params)
             if not self._grouping or kind is None or sql not in self._names:
-                outcomes[index] = self._alone(sql, params)
+                outcomes[index] = self._alone(sql, params, deadlines[index])
             else:
                 groups.setdefault((sql, kind), []).append(index)
         for members in groups.values():
             sql = requests[members[0]][0]
-            results = self._together(sql, [requests[i][1] for i in members])
+            results = self._together(
+                sql, [requests[i][1] for i in members], [deadlines[i] for i in members]
+            )
             outcomes.update(zip(members, results, strict=True))
         return [outcomes[index] for index in range(len(requests))]
 
-    def _alone(self, sql: str, params: Any) -> Outcome:
+    def _alone(self, sql: str, params: Any, deadline: Deadline) -> Outcome:
         began = time.perf_counter()
         try:
-            result = self._read(sql, params)
-        except QueryError as exc:
-            metrics.READS.labels(type(exc).__name__).inc()
-            return (type(exc).__name__, str(exc))
+            result = self._read(sql, params, deadline=deadline, limits=self._limits)
+            payload = self._limits.encode(result)
+        except (QueryError, QueryTimeoutError) as exc:
+            return _failed(exc)
         names = result_format.column_names(result)
         if sql not in self._names and _groupable(sql, names):
             with self._names_lock:
                 if len(self._names) >= MAX_KNOWN_STATEMENTS:
                     self._names.clear()
                 self._names[sql] = names
-        payload = result_format.encode(result)
         _observe(time.perf_counter() - began, 1)
         return payload
 
-    def _together(self, sql: str, params: list[Any]) -> list[Outcome]:
+    def _together(self, sql: str, params: list[Any], deadlines: list[Deadline]) -> list[Outcome]:
         if len(params) == 1:
-            return [self._alone(sql, params[0])]
+            return [self._alone(sql, params[0], deadlines[0])]
         began = time.perf_counter()
         flat = [value for group in params for value in (group or [])]
         check_read_only(sql)  # passed already (cached); the combined text is not parsed
@@ -151,19 +168,31 @@ class GroupedReads:
                 flat,
                 guarded=False,
                 max_rows=result_format.MAX_ROWS * len(params),  # as rows when each read would be
+                deadline=max(deadlines, key=lambda deadline: deadline.at),
+                limits=self._limits.times(len(params)),
             )
+        except QueryTimeoutError as exc:  # every read's own deadline has passed too
+            return [_failed(exc) for _ in params]
         except QueryError:  # read by read, so that each read gets its own error
-            return [self._alone(sql, p) for p in params]
+            return [self._alone(sql, p, d) for p, d in zip(params, deadlines, strict=True)]
         known = self._names.get(sql)
         if result_format.column_names(result)[1:] != known:
             with self._names_lock:  # the schema changed (or it was forgotten): learn it again
                 self._names.pop(sql, None)
-            return [self._alone(sql, p) for p in params]
-        payloads: list[Outcome] = [
-            result_format.encode(part) for part in split(result, len(params))
-        ]
+            return [self._alone(sql, p, d) for p, d in zip(params, deadlines, strict=True)]
+        payloads: list[Outcome] = []
+        for part in split(result, len(params)):
+            try:
+                payloads.append(self._limits.encode(part))
+            except QueryError as exc:
+                payloads.append(_failed(exc))
         _observe(time.perf_counter() - began, len(params))
         return payloads
+
+
+def _failed(exc: QueryError | QueryTimeoutError) -> Outcome:
+    metrics.READS.labels(type(exc).__name__).inc()
+    return (type(exc).__name__, str(exc))
 
 
 def _groupable(sql: str, names: list[str]) -> bool:

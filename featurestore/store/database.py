@@ -15,12 +15,15 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurestore.errors import QueryError
 from featurestore.logs import quoted
 from featurestore.reads import result_format
 from featurestore.reads.guard import check_read_only
+from featurestore.reads.limits import UNBOUNDED, Deadline, ReadLimits
+from featurestore.settings import Settings
 from featurestore.sql import in_transaction
-from featurestore.store import merger
+from featurestore.store import merger, reading
+from featurestore.store.memory import Memory
+from featurestore.store.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -115,24 +118,56 @@ def _record_span(
 class Store:
     """Owner of the DuckDB file: one connection, a cursor per thread, writes serialised."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        threads: int | None = None,
+        *,
+        memory: Memory | None = None,
+        limits: ReadLimits | None = None,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.memory = memory
+        # In-process reads without limits of their own (the service passes its settings').
+        self.limits = limits or UNBOUNDED
         self._con = duckdb.connect(str(path))
         # GLOBAL: every cursor is a session of its own. created_at defaults to
         # CURRENT_TIMESTAMP: keep it in UTC like event_timestamp; and a name in FROM must
         # never resolve to a Python variable of the worker.
         self._con.execute("SET GLOBAL TimeZone = 'UTC'")
         self._con.execute("SET GLOBAL python_enable_replacements = false")
+        # A read naming a function of a known extension would otherwise download and load
+        # it (a file written, then read); what the store uses (Parquet, JSON) is built in.
+        self._con.execute("SET GLOBAL autoinstall_known_extensions = false")
+        self._con.execute("SET GLOBAL autoload_known_extensions = false")
         if threads:
             self._con.execute(f"SET GLOBAL threads = {int(threads)}")
+        if memory is not None:
+            memory.apply(self._con)
+        self._watchdog = Watchdog()
         self._write_lock = threading.Lock()
         self._local = threading.local()
         for statement in SCHEMA:
             self._con.execute(statement)
         newest = self._con.execute("SELECT max(created_at) FROM features").fetchall()[0][0]
         self._last_created_at: dt.datetime = newest or merger.BEGINNING
-        log.info("duckdb_open path=%s", quoted(path))
+        log.info(
+            "duckdb_open path=%s memory_limit_mib=%s temp_dir=%s",
+            quoted(path),
+            memory.limit_mib if memory else "default",
+            quoted(memory.temp_dir) if memory else "default",
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        """The service's store: its file, threads, memory and read limits from settings."""
+        return cls(
+            settings.duckdb_file,
+            settings.duckdb_threads,
+            memory=Memory.from_settings(settings),
+            limits=ReadLimits.from_settings(settings),
+        )
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor (DuckDB connections are not shared across threads)."""
@@ -144,6 +179,7 @@ class Store:
 
     def close(self) -> None:
         """Checkpoint and close the database file."""
+        self._watchdog.stop()
         self._con.execute("CHECKPOINT")
         self._con.close()
 
@@ -213,34 +249,35 @@ class Store:
         *,
         guarded: bool = True,
         max_rows: int = result_format.MAX_ROWS,
+        deadline: Deadline | None = None,
+        limits: ReadLimits | None = None,
     ) -> result_format.Result:
         """Run one parameterised SELECT on this thread's cursor (never blocked by a write):
         up to max_rows rows of simple types as rows, any other result as Arrow
         (featurestore.reads.result_format).
 
-        guarded=False only for statements built here from ones that passed the guard.
+        Interrupted inside DuckDB when the deadline passes (QueryTimeoutError); a result
+        past the limits' rows or bytes, or a read past DuckDB's memory limit, fails with
+        ReadLimitError. guarded=False only for statements built here from ones that passed
+        the guard.
         """
         if guarded:
             check_read_only(sql)
+        if deadline is not None and deadline.passed():
+            raise deadline.error()
+        cur = self.cursor()
+        watch = None if deadline is None else self._watchdog.watch(cur, deadline.at)
         try:
-            # execute() plans once; sql() builds a relation first, 0.2 ms more per read.
-            result = self.cursor().execute(sql, params)
-            if result.description is None:
-                raise QueryError("the statement gave no result")
-            names = [column[0] for column in result.description]
-            types = [str(column[1]) for column in result.description]
-            if all(kind in result_format.SIMPLE_TYPES for kind in types):
-                rows = result_format.Rows(names, types, result.fetchmany(max_rows + 1))
-                if not result_format.rows_fit(rows):  # rare: run it again, as Arrow
-                    return self.cursor().execute(sql, params).to_arrow_table()
-                if len(rows.rows) <= max_rows:
-                    return rows
-                # A larger result: what is left comes as Arrow.
-                rest: pa.Table = result.to_arrow_table()
-                return pa.concat_tables([result_format.rows_table(rows, rest.schema), rest])
-            return result.to_arrow_table()
-        except duckdb.Error as exc:
-            raise QueryError(str(exc)) from None
+            return reading.run(
+                cur, sql, params, as_rows_up_to=max_rows, limits=limits or self.limits
+            )
+        except (duckdb.Error, OSError) as exc:  # OSError: DuckDB's error inside an Arrow stream
+            if deadline is not None and watch is not None and watch.fired:
+                raise deadline.error() from None
+            raise reading.query_error(exc, self.memory) from None
+        finally:
+            if watch is not None:
+                self._watchdog.release(watch)
 
     def resume_offset(self, topic: str, partition: int, committed: int) -> int:
         """First offset not yet written, walking recorded ranges contiguous from `committed`."""

@@ -40,9 +40,11 @@ class DuckDBService:
 
     def __init__(self, settings: Settings, redis_client: redis.Redis) -> None:
         self.settings = settings
-        self.store = Store(settings.duckdb_file, settings.duckdb_threads)
+        self.store = Store.from_settings(settings)
         self.online = OnlineStore(redis_client)
-        self._reads = GroupedReads(self.store.read_result, grouping=settings.read_grouping)
+        self._reads = GroupedReads(
+            self.store.read_result, grouping=settings.read_grouping, limits=self.store.limits
+        )
         self.latest = Merger(self.store.cursor, settings.latest_merge_interval_s)
         self.latest.start()
         # The scrape thread's own session; SampledGauge calls it under its lock, at most

@@ -22,7 +22,13 @@ from celery import Celery, states
 from kombu.entity import Queue
 
 from featurestore import constants, metrics
-from featurestore.errors import QueryError, ReadOnlyError
+from featurestore.errors import (
+    FeatureStoreError,
+    QueryError,
+    QueryTimeoutError,
+    ReadLimitError,
+    ReadOnlyError,
+)
 from tasks.client.results import ResultListener
 
 log = logging.getLogger(__name__)
@@ -36,7 +42,11 @@ MAX_IN_FLIGHT = 2
 # A batch waits this long at most for a slot, then goes anyway: slots held by tasks that will
 # never be answered (lost with a killed worker) must not stall this process's reads.
 SLOT_WAIT_S = 2.0
-_ERRORS: dict[str, type[QueryError]] = {"ReadOnlyError": ReadOnlyError, "QueryError": QueryError}
+# The errors a read's outcome can name; any other name comes back as a QueryError.
+_ERRORS: dict[str, type[FeatureStoreError]] = {
+    error.__name__: error
+    for error in (QueryError, ReadOnlyError, ReadLimitError, QueryTimeoutError)
+}
 
 
 @dataclass
@@ -45,6 +55,12 @@ class _Read:
     params: Any
     timeout: float
     future: Future[bytes] = field(default_factory=Future)
+    # Wall-clock, so that the DuckDB service (another process) can stop the read when it
+    # passes, time spent queued included.
+    deadline: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.deadline = time.time() + self.timeout
 
 
 @dataclass
@@ -163,7 +179,7 @@ class Coalescer:
             message = self.app.amqp.create_task_message(
                 task_id,
                 constants.TASK_READ_MANY,
-                ([(r.sql, r.params) for r in reads],),
+                ([(r.sql, r.params, r.deadline) for r in reads],),
                 {},
                 argsrepr=f"<{len(reads)} reads>",
                 kwargsrepr="{}",
@@ -183,7 +199,7 @@ class Coalescer:
         def deliver(read: _Read) -> None:
             try:
                 read.future.set_result(outcome_to_result(next(outcomes)))
-            except QueryError as exc:
+            except FeatureStoreError as exc:
                 read.future.set_exception(exc)
 
         self._finish(task_id, deliver)

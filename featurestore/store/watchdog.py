@@ -1,0 +1,117 @@
+"""The read watchdog: one thread that interrupts DuckDB reads whose deadline has passed.
+
+A read registers its cursor and its deadline before it runs and leaves when it ends. The
+thread sleeps until the earliest deadline and interrupts the reads still running past it
+(DuckDB stops the query at its next vector, and the read's call raises). One thread with a
+heap of deadlines, rather than a timer per read: a point read is about 0.6 ms, and starting
+a timer thread costs a large share of that, where watching costs a push and a flag
+(bench/read_watchdog.py measures the difference on Store.read_result).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+# Entries of finished reads stay in the heap until their deadline comes up; it is rebuilt
+# from the running ones when it holds this many more than twice their number.
+_COMPACT_SLACK = 1024
+
+
+class Interruptible(Protocol):
+    """What the watchdog stops: a DuckDB connection or cursor."""
+
+    def interrupt(self) -> None:
+        """Stop the statement running on it."""
+
+
+class Watch:
+    """One running read: its deadline (time.monotonic) and whether the watchdog fired."""
+
+    __slots__ = ("cursor", "deadline", "fired", "running")
+
+    def __init__(self, cursor: Interruptible, deadline: float) -> None:
+        self.cursor = cursor
+        self.deadline = deadline
+        self.running = True
+        self.fired = False
+
+
+class Watchdog:
+    """Interrupts each watched read whose deadline passes while it still runs."""
+
+    def __init__(self, name: str = "read-watchdog") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._heap: list[tuple[float, int, Watch]] = []
+        self._order = itertools.count()
+        self._running = 0
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+        self.fired = 0  # reads interrupted so far
+
+    def watch(self, cursor: Interruptible, deadline: float) -> Watch:
+        """Start watching a read on `cursor` that must end by `deadline` (time.monotonic)."""
+        watch = Watch(cursor, deadline)
+        with self._lock:
+            if self._thread is None:
+                self._start()
+            heapq.heappush(self._heap, (deadline, next(self._order), watch))
+            self._running += 1
+            if len(self._heap) > 2 * self._running + _COMPACT_SLACK:
+                self._heap = [entry for entry in self._heap if entry[2].running]
+                heapq.heapify(self._heap)
+            # Deadlines mostly arrive in order; the thread needs waking only for an earlier one.
+            if self._heap[0][2] is watch:
+                self._wake.notify()
+        return watch
+
+    def release(self, watch: Watch) -> None:
+        """The read ended: never interrupt its cursor from now on."""
+        with self._lock:
+            if watch.running:
+                watch.running = False
+                self._running -= 1
+
+    def stop(self) -> None:
+        """Stop the thread (reads still watched are no longer interrupted)."""
+        with self._lock:
+            self._stopped = True
+            self._wake.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with self._lock:
+            while not self._stopped:
+                now = time.monotonic()
+                while self._heap and (not self._heap[0][2].running or self._heap[0][0] <= now):
+                    watch = heapq.heappop(self._heap)[2]
+                    if watch.running:
+                        self._fire(watch)
+                timeout = self._heap[0][0] - now if self._heap else None
+                self._wake.wait(timeout)
+
+    def _fire(self, watch: Watch) -> None:
+        # Under the lock: the read cannot end and its cursor start another statement
+        # between the check above and the interrupt (release takes the same lock).
+        watch.running = False
+        watch.fired = True
+        self._running -= 1
+        self.fired += 1
+        try:
+            watch.cursor.interrupt()
+        except Exception:  # a closed cursor: nothing runs on it any more
+            log.exception("read_interrupt_failed")
