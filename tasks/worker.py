@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from typing import Any
@@ -104,4 +105,7 @@ def run_flower(settings: Settings) -> None:
     """Run Flower on the configured port."""
     services.ensure_redis(settings)
     configure(settings)
-    app.start(argv=["flower", f"--port={settings.flower_port}", "--address=0.0.0.0"])
+    # Flower's HTTP API (workers, tasks; also revoke and shutdown) has no authentication of
+    # its own here, so Flower listens on loopback only: Prometheus and `fstore` read it there.
+    os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"
+    app.start(argv=["flower", f"--port={settings.flower_port}", "--address=127.0.0.1"])

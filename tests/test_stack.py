@@ -25,6 +25,8 @@ PROGRAMS = {
     "grpc",
     "flower",
     "prometheus",
+    "alertmanager",
+    "redis-exporter",
 }
 
 

@@ -13,6 +13,7 @@ from featurestore import services, stack
 from featurestore.cli import models as cli_models
 from featurestore.cli import predictions as cli_predictions
 from featurestore.cli import serving as cli_serving
+from featurestore.cli import watch as cli_watch
 from featurestore.errors import FeatureStoreError
 from featurestore.logs import quoted, setup_logging
 from featurestore.settings import Settings, load_settings
@@ -45,7 +46,9 @@ def cmd_down(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, _args: argparse.Namespace) -> int:
-    """Show every program and backing service."""
+    """Show every program and backing service (--watch: the flow, from Prometheus)."""
+    if getattr(_args, "watch", False):
+        return cli_watch.run(settings, _args.interval, _args.count)
     rows = stack.programs(settings)
     print(f"{'PROGRAM':<16}{'STATE':<10}{'PID':>8}  DETAIL")
     if not rows:
@@ -226,7 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("up", cmd_up)
     add("down", cmd_down)
-    add("status", cmd_status)
+    status = add("status", cmd_status)
+    status.add_argument(
+        "--watch", action="store_true", help="one screen of the flow, refreshed from Prometheus"
+    )
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes")
+    status.add_argument("--count", type=int, default=0, help="refreshes, then exit (0: until ^C)")
     add("ensure", cmd_ensure)
     add("service", cmd_service).add_argument("name", choices=sorted(SERVICES))
     add("worker", cmd_worker)
