@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PROTO_OUT := grpc_server/generated
 
 .PHONY: all setup run stop status test lint types protos check-protos fmt clean bench-ingest bench-read bench-speedups \
-	demo bench-serve bench-predict
+	demo bench-serve bench-predict bench-peers
 
 all: lint types check-protos test
 
@@ -84,3 +84,7 @@ demo: setup
 
 bench-serve: setup
 	$(PY) -m bench.serve
+
+# Side by side with Feast (pinned, in a virtual environment of its own under .state/peers); not in CI.
+bench-peers: setup
+	$(PY) -m bench.peers
