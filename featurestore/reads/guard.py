@@ -1,7 +1,8 @@
 """The read path's guard: exactly one statement, a SELECT, reading only the database.
 
 Refused: anything that writes or changes state (INSERT, UPDATE, DELETE, DDL, ATTACH, COPY,
-INSTALL/LOAD, SET, PRAGMA, EXPORT, EXPLAIN ANALYZE...), several statements in one call,
+INSTALL/LOAD, SET, PRAGMA, EXPORT, EXPLAIN ANALYZE...), also inside a SELECT's WITH clause
+(`WITH d AS (DELETE ... RETURNING *) SELECT ...`), several statements in one call,
 table functions that read files or run SQL (read_csv, read_parquet, glob, query, ...),
 DESCRIBE/SUMMARIZE/SHOW inside a query, any table reference that is not a plain name in
 the database's main schema (so no file paths, however they are quoted or split into
@@ -43,6 +44,8 @@ SAFE_TABLE_FUNCTIONS = frozenset(
     }
 )
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Query nodes that only read; any other (INSERT_QUERY_NODE, COPY_QUERY_NODE, ...) is refused.
+_READ_NODES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"})
 # Scalar functions that change state (a sequence, the session's random seed, DuckDB's log).
 SIDE_EFFECT_FUNCTIONS = frozenset({"nextval", "currval", "setseed", "write_log"})
 # A longer statement is refused unparsed; one over CACHED_SQL_BYTES is checked every time
@@ -123,7 +126,13 @@ def _check(sql: str) -> None:
     if kind != duckdb.StatementType.SELECT:
         raise ReadOnlyError(f"the read path runs SELECT only, got {kind.name}")
     for node, parent in _walk(_statements(sql)):
-        if node.get("type") in ("TABLE_FUNCTION", "BASE_TABLE", "SHOW_REF"):
+        kind = str(node.get("type", ""))
+        if kind.endswith("_NODE") and kind not in _READ_NODES:
+            # A SELECT statement can hold a write in a WITH clause: `WITH d AS (DELETE FROM
+            # features RETURNING *) SELECT * FROM d` deletes; COPY there writes a file.
+            shown = kind.removesuffix("_NODE").removesuffix("_QUERY")
+            raise ReadOnlyError(f"a read may hold queries only, got {shown} inside it")
+        if kind in ("TABLE_FUNCTION", "BASE_TABLE", "SHOW_REF"):
             _check_ref(node)
         elif node.get("class") == "FUNCTION" and parent.get("type") != "TABLE_FUNCTION":
             _check_function(node)  # a table function's own call is checked as a table
