@@ -1,5 +1,5 @@
 """Point-in-time training sets: for each (entity_id, timestamp) row of a spine file, the
-latest value of each feature at or before that timestamp (DuckDB ASOF JOIN).
+latest value of each feature at or before that timestamp (featurestore.store.as_of).
 
 Rules: an event counts when event_timestamp <= the row's timestamp. Among events of one
 feature with the same event_timestamp, the one written last wins (created_at), then the
@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from featurestore import sql
 from featurestore.errors import ValidationError
 from featurestore.logs import quoted
+from featurestore.store import as_of
 
 log = logging.getLogger(__name__)
 
@@ -89,74 +91,26 @@ def build(
             f"{request.spine_path}: needs columns entity_id and timestamp; has {columns}"
         )
     label = ", label" if "label" in columns else ""
-    cur.execute(
-        f"CREATE OR REPLACE TEMP TABLE spine AS SELECT row_number() OVER () AS __row, "
-        f"CAST(entity_id AS VARCHAR) AS entity_id, "
+    spine: pa.Table = cur.execute(
+        f"SELECT row_number() OVER () AS __row, CAST(entity_id AS VARCHAR) AS entity_id, "
         f"CAST({sql.identifier(time_column)} AS TIMESTAMP) AS ts{label} FROM {scan}"
+    ).to_arrow_table()
+    total = 2
+    found = as_of.features_as_of(
+        cur, spine, request.features, request.max_age, as_of.parts_for_this_machine()
     )
-    features = request.features
+    progress(1, total)
     output = request.output_path
     output.parent.mkdir(parents=True, exist_ok=True)
-    total = 4
+    cur.register("training_found", found)
     try:
-        # One row per (entity, event time) with every asked feature's value at that time:
-        # one scan and one GROUP BY of the long history, then one ASOF JOIN, where a join
-        # per feature cost ten of each (CPU 3.3 s against 10.9 s for 1M rows x 10 features;
-        # README, Training sets). created_at alone orders the rows of one feature at one time
-        # here; the rare groups where that is not enough are settled below.
-        picked = ", ".join(
-            f"arg_max(value, created_at) FILTER (WHERE feature_name = ?) AS v{k}"
-            for k in range(len(features))
-        )
         cur.execute(
-            f"""CREATE OR REPLACE TEMP TABLE training_events AS
-                SELECT entity_id, event_timestamp, count(*) AS n, {picked}
-                FROM features WHERE feature_name IN ({", ".join("?" for _ in features)})
-                GROUP BY entity_id, event_timestamp""",
-            [*features, *features],
+            f"COPY (SELECT entity_id, ts AS timestamp{label}, {as_of.named(request.features)} "
+            f"FROM training_found ORDER BY __row) TO {sql.literal(str(output))} (FORMAT parquet)"
         )
-        _settle_ties(cur, features)
-        progress(1, total)
-        # Each feature's latest value (and its event time, for a maximum age) carried
-        # forward through the entity's later event times, so that one ASOF JOIN finds all.
-        window = (
-            "OVER (PARTITION BY entity_id ORDER BY event_timestamp "
-            "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
-        )
-        carried = []
-        for k, feature in enumerate(features):
-            carried.append(f"last_value(v{k} IGNORE NULLS) {window} AS v{k}")
-            if feature in request.max_age:
-                carried.append(
-                    f"last_value(CASE WHEN v{k} IS NOT NULL THEN event_timestamp END "
-                    f"IGNORE NULLS) {window} AS t{k}"
-                )
-        cur.execute(
-            f"CREATE OR REPLACE TEMP TABLE training_wide AS "
-            f"SELECT entity_id, event_timestamp, {', '.join(carried)} FROM training_events"
-        )
-        progress(2, total)
-        selected = []
-        for k, feature in enumerate(features):
-            age = request.max_age.get(feature)
-            value = (
-                f"w.v{k}"
-                if age is None
-                else f"CASE WHEN s.ts - w.t{k} > INTERVAL {age.total_seconds()} SECOND "
-                f"THEN NULL ELSE w.v{k} END"
-            )
-            selected.append(f"{value} AS {sql.identifier(feature)}")
-        cur.execute(
-            f"COPY (SELECT s.entity_id, s.ts AS timestamp{label.replace('label', 's.label')}, "
-            f"{', '.join(selected)} FROM spine s ASOF LEFT JOIN training_wide w "
-            f"ON s.entity_id = w.entity_id AND s.ts >= w.event_timestamp ORDER BY s.__row) "
-            f"TO {sql.literal(str(output))} (FORMAT parquet)"
-        )
-        progress(3, total)
-        rows = int(cur.execute("SELECT count(*) FROM spine").fetchall()[0][0])
     finally:
-        for table in ("training_wide", "training_ties", "training_events", "spine"):
-            cur.execute(f"DROP TABLE IF EXISTS {table}")
+        cur.unregister("training_found")
+    rows = spine.num_rows
     progress(total, total)
     report = TrainingReport(rows, len(request.features), time.monotonic() - began, str(output))
     log.info(
@@ -167,35 +121,6 @@ def build(
         quoted(report.output_path),
     )
     return report
-
-
-def _settle_ties(cur: duckdb.DuckDBPyConnection, features: list[str]) -> None:
-    """Recompute with the whole rule (written last, then the largest value) the rows of
-    training_events where a feature has several events at one time: arg_max by created_at
-    alone may pick any of those written together. Ordering by (created_at, value) for every
-    group instead cost 1.7x the whole pivot's time (6.5 s against 3.8 s of CPU, measured)."""
-    present = " + ".join(f"(v{k} IS NOT NULL)::BIGINT" for k in range(len(features)))
-    cur.execute(
-        f"CREATE OR REPLACE TEMP TABLE training_ties AS SELECT entity_id, event_timestamp "
-        f"FROM training_events WHERE n > {present}"
-    )
-    if not cur.execute("SELECT count(*) FROM training_ties").fetchall()[0][0]:
-        return
-    exact = ", ".join(
-        f"arg_max(f.value, (f.created_at, f.value)) FILTER (WHERE f.feature_name = ?) AS v{k}"
-        for k in range(len(features))
-    )
-    cur.execute(
-        f"""UPDATE training_events SET {", ".join(f"v{k} = x.v{k}" for k in range(len(features)))}
-            FROM (SELECT f.entity_id, f.event_timestamp, {exact}
-                  FROM features f SEMI JOIN training_ties t
-                    ON f.entity_id = t.entity_id AND f.event_timestamp = t.event_timestamp
-                  WHERE f.feature_name IN ({", ".join("?" for _ in features)})
-                  GROUP BY f.entity_id, f.event_timestamp) x
-            WHERE training_events.entity_id = x.entity_id
-              AND training_events.event_timestamp = x.event_timestamp""",
-        [*features, *features],
-    )
 
 
 @dataclass(frozen=True)

@@ -45,24 +45,44 @@ def brute_force(
     return float(best["value"])
 
 
-def test_point_in_time_matches_brute_force(stack: Settings, tmp_path: Path) -> None:
-    app = configure(stack)
-    rng = random.Random(7)
-    tag = f"p{uuid.uuid4().hex[:6]}_"
-    entities = [f"{tag}{i}" for i in range(25)]
+def event(entity: str, feature: str, value: float, minute: int) -> dict[str, Any]:
+    """One event as the producer's JSON lines carry it."""
+    stamp = (BASE + dt.timedelta(minutes=minute)).isoformat()
+    return {"entity_id": entity, "feature_name": feature, "value": value, "event_timestamp": stamp}
+
+
+def sparse_events(rng: random.Random, entities: list[str]) -> list[dict[str, Any]]:
+    """One feature per event: most (entity, time) pairs lack some features."""
     lines = []
     for _ in range(1500):
         entity = rng.choice(entities[:20])  # the last five entities have no events
         feature = rng.choice(FEATURES[:2] if entity.endswith("3") else FEATURES)
         minute = rng.randrange(0, 600, 5)  # coarse: many equal timestamps (ties)
-        lines.append(
-            {
-                "entity_id": entity,
-                "feature_name": feature,
-                "value": rng.randrange(0, 50) / 2,
-                "event_timestamp": (BASE + dt.timedelta(minutes=minute)).isoformat(),
-            }
-        )
+        lines.append(event(entity, feature, rng.randrange(0, 50) / 2, minute))
+    return lines
+
+
+def complete_events(rng: random.Random, entities: list[str]) -> list[dict[str, Any]]:
+    """Every feature at every (entity, time), as a pipeline writes features together (the
+    build then needs no carrying forward), with some values sent again, changed (ties)."""
+    lines = []
+    for _ in range(150):  # sparse in time: some values are past f1's maximum age
+        entity, minute = rng.choice(entities[:20]), rng.randrange(0, 600, 5)
+        lines += [event(entity, f, rng.randrange(0, 50) / 2, minute) for f in FEATURES]
+    lines += [{**e, "value": rng.randrange(0, 50) / 2} for e in rng.sample(lines, 60)]
+    rng.shuffle(lines)
+    return lines
+
+
+@pytest.mark.parametrize("make_events", [sparse_events, complete_events])
+def test_point_in_time_matches_brute_force(
+    stack: Settings, tmp_path: Path, make_events: Any
+) -> None:
+    app = configure(stack)
+    rng = random.Random(7)
+    tag = f"p{uuid.uuid4().hex[:6]}_"
+    entities = [f"{tag}{i}" for i in range(25)]
+    lines = make_events(rng, entities)
     for part in range(3):  # three files, so ties also span batches written at other times
         path = tmp_path / f"events{part}.jsonl"
         path.write_bytes(b"\n".join(orjson.dumps(x) for x in lines[part::3]) + b"\n")
