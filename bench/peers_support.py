@@ -21,6 +21,8 @@ import redis
 from bench.common import PROJECT
 
 FEAST_VERSION = "0.67.0"
+# FSTORE_PEERS_FEAST_VERSION measures another release against the same run.
+FEAST_VERSION = os.environ.get("FSTORE_PEERS_FEAST_VERSION", FEAST_VERSION)
 FEAST_REQUIREMENT = f"feast[redis,duckdb]=={FEAST_VERSION}"
 STATE = PROJECT / ".state" / "peers"
 VENV = STATE / "feast-venv"
