@@ -151,7 +151,12 @@ class Coalescer:
         except queue.Empty:
             self._expire()
             return
-        holds_slot = self._slots.acquire(timeout=SLOT_WAIT_S)
+        holds_slot = self._slots.acquire(blocking=False)
+        if not holds_slot:
+            # A batch whose callers all gave up (their deadline passed) gives up its slot at
+            # once: the next read must not wait for an answer nobody reads.
+            self._expire()
+            holds_slot = self._slots.acquire(timeout=SLOT_WAIT_S)
         if not holds_slot:
             self._expire()
             log.warning("read_batch_without_slot in_flight=%d", len(self._in_flight))
