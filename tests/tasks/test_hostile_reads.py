@@ -36,7 +36,7 @@ GRACE_S = 1.0  # the issue's bound: an error within the limit plus this
 ROUNDS = 2  # each statement sent this many times at once
 # The worker's memory bound: DuckDB's memory limit, plus the process around it (Python,
 # Celery's 51 threads, Arrow and msgpack copies of results in flight). At rest the worker
-# holds 150-200 MiB; under this attack it peaked at 560-600 MiB (README, "Reads").
+# holds 150-200 MiB; under this attack it peaked at 537-628 MiB (README, "Reads").
 WORKER_RSS_LIMIT_MIB = 800
 FRESHNESS_BOUND_S = 10.0
 
@@ -230,12 +230,6 @@ def test_hostile_reads_fail_within_their_limits_and_the_service_stays_healthy(
     select_one_s = time.monotonic() - began
     assert one.column("one").to_pylist() == [1]
 
-    extra = []
-    for _ in range(5):
-        b = time.monotonic()
-        query_table(configure(settings), "SELECT 1 AS one", timeout=10)
-        extra.append(round((time.monotonic() - b) * 1000, 1))
-    print("DEBUG more SELECT 1 ms", extra)
     # No thread or CPU stays held by the stopped reads.
     cpu_before = worker.cpu_times()
     time.sleep(2.0)
@@ -260,10 +254,6 @@ def test_hostile_reads_fail_within_their_limits_and_the_service_stays_healthy(
             failures.append(f"{outcome.name}: unclear message {outcome.message[:200]}")
         if outcome.seconds > LIMIT_S + GRACE_S:
             failures.append(f"{outcome.name}: error after {outcome.seconds:.2f} s")
-    for outcome in [*direct, *through_client]:
-        print(
-            f"{outcome.name:22s} {outcome.kind:18s} {outcome.seconds:5.2f} s {outcome.message[:90]}"
-        )
     assert not failures, "\n".join(failures)
 
     assert select_one_s < 0.050, f"SELECT 1 took {select_one_s * 1000:.1f} ms after the attack"
