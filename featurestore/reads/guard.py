@@ -53,9 +53,9 @@ SIDE_EFFECT_FUNCTIONS = frozenset({"nextval", "currval", "setseed", "write_log"}
 MAX_SQL_BYTES = 256 * 1024
 CACHED_SQL_BYTES = 4096
 # The largest value a function may build to a size given by its arguments. DuckDB runs a
-# vector of 2048 rows at a time, so a built value that a row's column joins costs 2048 times
-# this per vector (128 MiB).
-MAX_BUILT_BYTES = 64 * 1024
+# vector of 2048 rows at a time, so such a value joined to each row's column costs 2048
+# times this per vector (16 MiB), and as much again as the vector's Arrow batch.
+MAX_BUILT_BYTES = 8 * 1024
 
 
 def _walk(node: Any, parent: Any = None) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
