@@ -248,6 +248,17 @@ def table(result: dict[str, Any]) -> str:
         ("Predict, prediction log off, p50 (ms)", result["predict_unlogged_p50_ms"], ""),
         ("Predict, prediction log off, p99 (ms)", result["predict_unlogged_p99_ms"], ""),
         ("prediction log adds at p99 (ms)", result["predict_logging_added_p99_ms"], "<= 0.3"),
+        ("  95% interval (ms)", str(result["predict_logging_added_p99_ci95_ms"]), ""),
+        ("Predict, log on, 1 s blocks, p99 (ms)", result["predict_logged_blocks_p99_ms"], ""),
+        ("Predict, log off, 1 s blocks, p99 (ms)", result["predict_unlogged_blocks_p99_ms"], ""),
+        (
+            "  adds at p50 / p99 (ms)",
+            "{:.3f} / {:.3f}".format(
+                result["predict_logging_added_blocks_p50_ms"],
+                result["predict_logging_added_blocks_p99_ms"],
+            ),
+            "",
+        ),
         ("prediction log: records delivered", result["prediction_log_delivered"], ""),
         ("prediction log: records dropped", result["prediction_log_dropped"], ""),
         ("prediction log: rows in DuckDB", result["prediction_log_rows"], ""),
