@@ -126,13 +126,13 @@ def _check(sql: str) -> None:
     if kind != duckdb.StatementType.SELECT:
         raise ReadOnlyError(f"the read path runs SELECT only, got {kind.name}")
     for node, parent in _walk(_statements(sql)):
-        kind = str(node.get("type", ""))
-        if kind.endswith("_NODE") and kind not in _READ_NODES:
+        node_type = str(node.get("type", ""))
+        if node_type.endswith("_NODE") and node_type not in _READ_NODES:
             # A SELECT statement can hold a write in a WITH clause: `WITH d AS (DELETE FROM
             # features RETURNING *) SELECT * FROM d` deletes; COPY there writes a file.
-            shown = kind.removesuffix("_NODE").removesuffix("_QUERY")
+            shown = node_type.removesuffix("_NODE").removesuffix("_QUERY")
             raise ReadOnlyError(f"a read may hold queries only, got {shown} inside it")
-        if kind in ("TABLE_FUNCTION", "BASE_TABLE", "SHOW_REF"):
+        if node_type in ("TABLE_FUNCTION", "BASE_TABLE", "SHOW_REF"):
             _check_ref(node)
         elif node.get("class") == "FUNCTION" and parent.get("type") != "TABLE_FUNCTION":
             _check_function(node)  # a table function's own call is checked as a table

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Concatenate, ParamSpec
 
 import duckdb
 import pyarrow as pa
@@ -26,6 +28,7 @@ from featurestore.store.memory import Memory
 from featurestore.store.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 # Store.read takes Arrow from an executed statement: for small results it costs 0.2 ms less
 # than the relation API that this warning recommends, and the same for large ones.
@@ -115,6 +118,27 @@ def _record_span(
     return WriteResult(inserted=inserted, duplicates=duplicates)
 
 
+def _writes_first(
+    write: Callable[Concatenate[Store, P], WriteResult],
+) -> Callable[Concatenate[Store, P], WriteResult]:
+    """A write that finds DuckDB's memory full stops every running read, then runs again.
+
+    Reads are what fill that memory (a write batch needs a few MiB): under hostile reads a
+    write failed with out-of-memory, and the bridge's retry delayed ingestion by seconds.
+    """
+
+    @functools.wraps(write)
+    def first(store: Store, /, *args: P.args, **kwargs: P.kwargs) -> WriteResult:
+        try:
+            return write(store, *args, **kwargs)
+        except duckdb.OutOfMemoryException:
+            stopped = store._watchdog.stop_all("memory", wait_s=2.0)
+            log.warning("write_out_of_memory reads_stopped=%d retry=1", stopped)
+            return write(store, *args, **kwargs)
+
+    return first
+
+
 class Store:
     """Owner of the DuckDB file: one connection, a cursor per thread, writes serialised."""
 
@@ -183,6 +207,7 @@ class Store:
         self._con.execute("CHECKPOINT")
         self._con.close()
 
+    @_writes_first
     def write_batch(self, rows: pa.Table, offsets: pa.Array, span: OffsetSpan) -> WriteResult:
         """Insert rows and record their offset span in one transaction, skipping rows whose
         offsets an earlier batch already committed (a redelivered or resent batch).
@@ -203,6 +228,7 @@ class Store:
                 cur.unregister("incoming")
             return _record_span(cur, span, rows.num_rows, fresh.num_rows)
 
+    @_writes_first
     def write_predictions(
         self, records: pa.Table, offsets: pa.Array, span: OffsetSpan
     ) -> WriteResult:
@@ -272,6 +298,8 @@ class Store:
                 cur, sql, params, as_rows_up_to=max_rows, limits=limits or self.limits
             )
         except (duckdb.Error, OSError) as exc:  # OSError: DuckDB's error inside an Arrow stream
+            if watch is not None and watch.reason == "memory":
+                raise reading.stopped_for_a_write(self.memory) from None
             if deadline is not None and watch is not None and watch.fired:
                 raise deadline.error() from None
             raise reading.query_error(exc, self.memory) from None

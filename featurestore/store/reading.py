@@ -88,3 +88,12 @@ def query_error(exc: BaseException, memory: Memory | None) -> QueryError:
             f"to disk): {message.splitlines()[0]}"
         )
     return QueryError(message)
+
+
+def stopped_for_a_write(memory: Memory | None) -> ReadLimitError:
+    """The error of a read stopped because a write needed DuckDB's memory."""
+    limit = f"{memory.limit_mib} MiB" if memory else "its default"
+    return ReadLimitError(
+        f"the read was stopped to free DuckDB's memory ({limit}, "
+        "FSTORE_DUCKDB_MEMORY_LIMIT_MIB) for a write: writes come first"
+    )

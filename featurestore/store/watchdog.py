@@ -32,15 +32,18 @@ class Interruptible(Protocol):
 
 
 class Watch:
-    """One running read: its deadline (time.monotonic) and whether the watchdog fired."""
+    """One running read: its deadline (time.monotonic), whether the watchdog stopped it and
+    why ("deadline", or "memory": stopped to let a write have DuckDB's memory)."""
 
-    __slots__ = ("cursor", "deadline", "fired", "running")
+    __slots__ = ("cursor", "deadline", "ended", "fired", "reason", "running")
 
     def __init__(self, cursor: Interruptible, deadline: float) -> None:
         self.cursor = cursor
         self.deadline = deadline
         self.running = True
+        self.ended = False
         self.fired = False
+        self.reason = ""
 
 
 class Watchdog:
@@ -76,9 +79,22 @@ class Watchdog:
     def release(self, watch: Watch) -> None:
         """The read ended: never interrupt its cursor from now on."""
         with self._lock:
+            watch.ended = True
             if watch.running:
                 watch.running = False
                 self._running -= 1
+
+    def stop_all(self, reason: str, wait_s: float) -> int:
+        """Interrupt every running read now (for `reason`), and wait up to wait_s for them to
+        end and let go of what they hold; how many were stopped."""
+        with self._lock:
+            stopped = [entry[2] for entry in self._heap if entry[2].running]
+            for watch in stopped:
+                self._fire(watch, reason)
+        until = time.monotonic() + wait_s
+        while not all(watch.ended for watch in stopped) and time.monotonic() < until:
+            time.sleep(0.01)
+        return len(stopped)
 
     def stop(self) -> None:
         """Stop the thread (reads still watched are no longer interrupted)."""
@@ -100,15 +116,16 @@ class Watchdog:
                 while self._heap and (not self._heap[0][2].running or self._heap[0][0] <= now):
                     watch = heapq.heappop(self._heap)[2]
                     if watch.running:
-                        self._fire(watch)
+                        self._fire(watch, "deadline")
                 timeout = self._heap[0][0] - now if self._heap else None
                 self._wake.wait(timeout)
 
-    def _fire(self, watch: Watch) -> None:
+    def _fire(self, watch: Watch, reason: str) -> None:
         # Under the lock: the read cannot end and its cursor start another statement
         # between the check above and the interrupt (release takes the same lock).
         watch.running = False
         watch.fired = True
+        watch.reason = reason
         self._running -= 1
         self.fired += 1
         try:

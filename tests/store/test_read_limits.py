@@ -4,11 +4,14 @@ temp folder (DuckDB only, no services)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from pathlib import Path
 
+import duckdb
 import psutil
+import pyarrow as pa
 import pytest
 
 from featurestore.errors import QueryError, QueryTimeoutError, ReadLimitError
@@ -16,8 +19,9 @@ from featurestore.reads import result_format
 from featurestore.reads.groups import GroupedReads
 from featurestore.reads.limits import Deadline, ReadLimits
 from featurestore.settings import Settings
-from featurestore.store.database import Store
+from featurestore.store.database import OffsetSpan, Store
 from featurestore.store.memory import Memory
+from tests.helpers import wait_until
 
 ENDLESS = "SELECT count(*) FROM range(100000000000)"  # hours of work for DuckDB
 ENDLESS_ROWS = "SELECT i, 'row ' || i AS s FROM range(100000000000) t(i)"
@@ -210,3 +214,46 @@ def test_the_service_store_takes_memory_and_limits_from_settings(tmp_path: Path)
     assert store.limits == ReadLimits(seconds=2.5, max_rows=7, max_bytes=4096)
     with pytest.raises(QueryError, match="more than 7 rows"):
         store.read("SELECT * FROM range(8)", None)
+
+
+class _MemoryFullOnce(Store):
+    """A store whose next write finds DuckDB's memory full once (as reads filling it made
+    it in the hostile-read test), inside its transaction."""
+
+    full = True
+
+    def _created_at(self, cur: duckdb.DuckDBPyConnection) -> dt.datetime:
+        if self.full:
+            self.full = False
+            raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block")
+        return super()._created_at(cur)
+
+
+def test_a_write_that_finds_memory_full_stops_the_reads_and_goes_through(tmp_path: Path) -> None:
+    store = _MemoryFullOnce(tmp_path / "f.duckdb", threads=1, memory=Memory(128, tmp_path, 0))
+    errors: list[BaseException] = []
+
+    def reader() -> None:
+        try:
+            store.read_result(ENDLESS, None, deadline=Deadline.for_read(None, 120))
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    reading = threading.Thread(target=reader)
+    reading.start()
+    assert wait_until(lambda: store._watchdog._running == 1, timeout=10)
+    rows = pa.table(
+        {
+            "entity_id": ["e1", "e2"],
+            "feature_name": ["f", "f"],
+            "value": [1.0, 2.0],
+            "event_timestamp": pa.array([dt.datetime(2024, 1, 1)] * 2, pa.timestamp("us")),
+        }
+    )
+    result = store.write_batch(rows, pa.array([0, 1], pa.int64()), OffsetSpan("t", 0, 0, 1))
+    reading.join(timeout=30)
+    assert (result.inserted, result.duplicates) == (2, 0)
+    assert store.read("SELECT count(*) AS n FROM features", None).column("n").to_pylist() == [2]
+    [error] = errors
+    assert isinstance(error, ReadLimitError)
+    assert "for a write" in str(error) and "FSTORE_DUCKDB_MEMORY_LIMIT_MIB" in str(error)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
@@ -104,3 +105,24 @@ def test_stop_ends_the_thread() -> None:
     assert thread is not None and thread.is_alive()
     dog.stop()
     assert not thread.is_alive()
+
+
+def test_stop_all_interrupts_every_running_read_and_waits_for_them(watchdog: Watchdog) -> None:
+    cursors = [Cursor() for _ in range(3)]
+    watches = [watchdog.watch(cursor, time.monotonic() + 3600) for cursor in cursors]
+    done = watchdog.watch(Cursor(), time.monotonic() + 3600)
+    watchdog.release(done)
+
+    def end_reads() -> None:  # the interrupted reads end a little later
+        time.sleep(0.2)
+        for watch in watches:
+            watchdog.release(watch)
+
+    threading.Thread(target=end_reads).start()
+    began = time.monotonic()
+    assert watchdog.stop_all("memory", wait_s=10) == 3
+    assert all(watch.ended for watch in watches)
+    assert time.monotonic() - began < 10
+    assert [len(c.interrupted) for c in cursors] == [1, 1, 1]
+    assert all(watch.fired and watch.reason == "memory" for watch in watches)
+    assert not done.fired
