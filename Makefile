@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PROTO_OUT := grpc_server/generated
 
 .PHONY: all setup run stop status test lint types protos check-protos fmt clean bench-ingest bench-read bench-speedups \
-	demo bench-serve bench-predict bench-peers
+	demo bench-serve bench-predict bench-prediction-log bench-peers
 
 all: lint types check-protos test
 
@@ -77,6 +77,10 @@ bench-speedups: setup
 # Predictor.predict in-process against a bare pipelined HMGET (needs only Redis).
 bench-predict: setup
 	$(PY) -m bench.predict_inprocess
+
+# What the prediction log costs a serving process, in-process (needs only Redis).
+bench-prediction-log: setup
+	$(PY) -m bench.prediction_log_cost
 
 # The credit-risk model from training to Predict over gRPC (starts the stack if needed).
 demo: setup

@@ -28,18 +28,34 @@ from featurestore.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Calls taken from the buffer per step: small, so each step holds the GIL briefly (serving
-# threads wait for it) and what Kafka cannot take yet stays in the bounded buffer.
-CALLS_PER_STEP = 32
 IDLE_POLL_S = 0.02
+# A step takes one call (about 15 us to encode and produce a 10-feature record), then, when
+# more wait, sleeps, so that a serving thread waiting for the GIL (its Redis reply came
+# while this one worked) takes it; otherwise that thread waits until this one blocks, up to
+# the 5 ms switch interval. bench/prediction_log_cost.py, seven runs of in-process Predict
+# back to back (the worst case: the serving thread always wants the GIL), p99 added: one
+# call per step +0.00 to +1.00 ms (median +0.21), 8 per step median +0.53, 32 without
+# sleeping median +0.76; the price is p50 +0.08-0.11 ms in that bench (a GIL hand-over per
+# call), and the thread drains at most about 6,000 calls/s while it has a backlog.
+CALLS_PER_STEP = 1
+YIELD_S = 0.0001
 UNDELIVERED_LOG_EVERY_S = 10.0
 
 
 class KafkaPredictionLog:
     """PredictionSink of the gRPC process: buffer in memory, Kafka in the background."""
 
-    def __init__(self, settings: Settings, buffer: PredictionLog | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        buffer: PredictionLog | None = None,
+        *,
+        calls_per_step: int = CALLS_PER_STEP,
+        yield_s: float = YIELD_S,
+    ) -> None:
         self.settings = settings
+        self.calls_per_step = calls_per_step
+        self.yield_s = yield_s
         self.buffer = buffer or PredictionLog.from_settings(settings)
         self.topic = settings.predictions_topic
         self.producer = self._producer()
@@ -104,12 +120,13 @@ class KafkaPredictionLog:
                 self._stop.wait(1.0)
 
     def step(self, idle_wait_s: float = IDLE_POLL_S) -> int:
-        """Move one step of calls from the buffer into the producer and serve delivery
-        reports; records handed to the producer."""
+        """Move a few calls from the buffer into the producer and serve delivery reports;
+        records handed to the producer. What Kafka cannot take yet stays in the bounded
+        buffer."""
         if self._fatal:
             self._replace_producer()
         if not self._pending:
-            for entry in self.buffer.take(CALLS_PER_STEP):
+            for entry in self.buffer.take(self.calls_per_step):
                 self._pending.extend(prediction_log.encode(entry))
         produced = 0
         while self._pending:
@@ -120,8 +137,13 @@ class KafkaPredictionLog:
             self._pending.popleft()
             produced += 1
         metrics.PREDICTION_LOG_BUFFERED.set(len(self.buffer))
-        # Waits (GIL released) only when nothing moved: the delivery reports come here.
-        self.producer.poll(0 if produced and not self._pending else idle_wait_s)
+        # Delivery reports come here; it waits (GIL released) only when nothing moved.
+        if produced and not self._pending:
+            self.producer.poll(0)
+            if self.yield_s and len(self.buffer):
+                time.sleep(self.yield_s)
+        else:
+            self.producer.poll(idle_wait_s)
         self._log_undelivered()
         return produced
 
