@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 # Entries of finished reads stay in the heap until their deadline comes up; it is rebuilt
 # from the running ones when it holds this many more than twice their number.
 _COMPACT_SLACK = 1024
+# A stopped read is interrupted again this often until it ends: DuckDB drops an interrupt
+# that lands between two statements of a read (a new statement clears it), and a read whose
+# statement started just after the interrupt ran 5 s past its deadline in the hostile-read
+# test.
+REFIRE_S = 0.05
 
 
 class Interruptible(Protocol):
@@ -32,22 +37,22 @@ class Interruptible(Protocol):
 
 
 class Watch:
-    """One running read: its deadline (time.monotonic), whether the watchdog stopped it and
-    why ("deadline", or "memory": stopped to let a write have DuckDB's memory)."""
+    """One read: its deadline (time.monotonic), whether it still runs, whether the watchdog
+    stopped it and why ("deadline", or "memory": stopped to let a write have the memory)."""
 
-    __slots__ = ("cursor", "deadline", "ended", "fired", "reason", "running")
+    __slots__ = ("cursor", "deadline", "fired", "reason", "running")
 
     def __init__(self, cursor: Interruptible, deadline: float) -> None:
         self.cursor = cursor
         self.deadline = deadline
         self.running = True
-        self.ended = False
         self.fired = False
         self.reason = ""
 
 
 class Watchdog:
-    """Interrupts each watched read whose deadline passes while it still runs."""
+    """Interrupts each watched read whose deadline passes while it still runs, again and
+    again until it ends."""
 
     def __init__(self, name: str = "read-watchdog") -> None:
         self._name = name
@@ -58,7 +63,7 @@ class Watchdog:
         self._running = 0
         self._thread: threading.Thread | None = None
         self._stopped = False
-        self.fired = 0  # reads interrupted so far
+        self.fired = 0  # reads stopped so far
 
     def watch(self, cursor: Interruptible, deadline: float) -> Watch:
         """Start watching a read on `cursor` that must end by `deadline` (time.monotonic)."""
@@ -66,20 +71,16 @@ class Watchdog:
         with self._lock:
             if self._thread is None:
                 self._start()
-            heapq.heappush(self._heap, (deadline, next(self._order), watch))
             self._running += 1
             if len(self._heap) > 2 * self._running + _COMPACT_SLACK:
                 self._heap = [entry for entry in self._heap if entry[2].running]
                 heapq.heapify(self._heap)
-            # Deadlines mostly arrive in order; the thread needs waking only for an earlier one.
-            if self._heap[0][2] is watch:
-                self._wake.notify()
+            self._push(watch, deadline)
         return watch
 
     def release(self, watch: Watch) -> None:
         """The read ended: never interrupt its cursor from now on."""
         with self._lock:
-            watch.ended = True
             if watch.running:
                 watch.running = False
                 self._running -= 1
@@ -88,11 +89,11 @@ class Watchdog:
         """Interrupt every running read now (for `reason`), and wait up to wait_s for them to
         end and let go of what they hold; how many were stopped."""
         with self._lock:
-            stopped = [entry[2] for entry in self._heap if entry[2].running]
+            stopped = list({id(e[2]): e[2] for e in self._heap if e[2].running}.values())
             for watch in stopped:
                 self._fire(watch, reason)
         until = time.monotonic() + wait_s
-        while not all(watch.ended for watch in stopped) and time.monotonic() < until:
+        while any(watch.running for watch in stopped) and time.monotonic() < until:
             time.sleep(0.01)
         return len(stopped)
 
@@ -109,6 +110,12 @@ class Watchdog:
         self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         self._thread.start()
 
+    def _push(self, watch: Watch, at: float) -> None:
+        heapq.heappush(self._heap, (at, next(self._order), watch))
+        # Deadlines mostly arrive in order; the thread needs waking only for an earlier one.
+        if self._heap[0][2] is watch:
+            self._wake.notify()
+
     def _run(self) -> None:
         with self._lock:
             while not self._stopped:
@@ -123,12 +130,12 @@ class Watchdog:
     def _fire(self, watch: Watch, reason: str) -> None:
         # Under the lock: the read cannot end and its cursor start another statement
         # between the check above and the interrupt (release takes the same lock).
-        watch.running = False
-        watch.fired = True
-        watch.reason = reason
-        self._running -= 1
-        self.fired += 1
+        if not watch.fired:
+            watch.fired = True
+            watch.reason = reason
+            self.fired += 1
         try:
             watch.cursor.interrupt()
         except Exception:  # a closed cursor: nothing runs on it any more
             log.exception("read_interrupt_failed")
+        self._push(watch, time.monotonic() + REFIRE_S)

@@ -25,6 +25,8 @@ from tests.helpers import wait_until
 
 ENDLESS = "SELECT count(*) FROM range(100000000000)"  # hours of work for DuckDB
 ENDLESS_ROWS = "SELECT i, 'row ' || i AS s FROM range(100000000000) t(i)"
+# 200 rows at once, then one row a second or so: a read in two statements (rows, then Arrow).
+SLOW_AFTER_ROWS = "SELECT i FROM range(100000000000) t(i) WHERE i < 200 OR i % 1000000000 = 1"
 
 
 @pytest.fixture
@@ -57,6 +59,28 @@ def test_a_read_past_its_time_limit_is_stopped_inside_duckdb(store: Store) -> No
     cpu_later = psutil.Process().cpu_times()
     busy = (cpu_later.user + cpu_later.system) - (cpu_after_error.user + cpu_after_error.system)
     assert busy < 0.5, f"{busy:.2f} s of CPU in the second after the interrupt"
+
+
+def test_a_read_stopped_between_its_statements_is_still_stopped(store: Store) -> None:
+    # Deadlines that pass as the read starts: the interrupt often lands before DuckDB runs
+    # the statement, which clears it; the watchdog interrupts again until the read ends.
+    # SLOW_AFTER_ROWS runs two statements (rows first, then an Arrow stream) and a window
+    # between them; ENDLESS one.
+    for sql in [ENDLESS, SLOW_AFTER_ROWS] * 10:
+        errors: list[BaseException] = []
+
+        def read(sql: str = sql, errors: list[BaseException] = errors) -> None:
+            try:
+                store.read_result(sql, None, deadline=Deadline.for_read(None, 0.002))
+            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+
+        thread = threading.Thread(target=read, daemon=True)
+        thread.start()
+        thread.join(timeout=30)
+        assert not thread.is_alive(), f"{sql} ran on past its deadline"
+        [error] = errors
+        assert isinstance(error, QueryTimeoutError | ReadLimitError), error
 
 
 def test_the_callers_deadline_stops_the_read_when_it_comes_first(store: Store) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from featurestore.store.watchdog import Watchdog
+from featurestore.store.watchdog import REFIRE_S, Watchdog
 from tests.helpers import wait_until
 
 
@@ -30,16 +30,22 @@ def watchdog() -> Iterator[Watchdog]:
     dog.stop()
 
 
-def test_a_read_past_its_deadline_is_interrupted_once(watchdog: Watchdog) -> None:
+def test_a_read_past_its_deadline_is_interrupted_until_it_ends(watchdog: Watchdog) -> None:
     cursor = Cursor()
     deadline = time.monotonic() + 0.1
     watch = watchdog.watch(cursor, deadline)
-    assert wait_until(lambda: bool(cursor.interrupted), timeout=10)
-    assert watch.fired and not watch.running
+    # DuckDB drops an interrupt that lands between two statements: until the read ends,
+    # it is interrupted again every REFIRE_S.
+    assert wait_until(lambda: len(cursor.interrupted) >= 3, timeout=10)
+    assert watch.fired and watch.reason == "deadline" and watch.running
     assert cursor.interrupted[0] >= deadline
-    watchdog.release(watch)  # the read ends after its interrupt: nothing more happens
-    time.sleep(0.2)
-    assert len(cursor.interrupted) == 1
+    gaps = [b - a for a, b in zip(cursor.interrupted, cursor.interrupted[1:], strict=False)]
+    assert min(gaps) >= REFIRE_S * 0.9
+    watchdog.release(watch)
+    time.sleep(0.2)  # after the read ended, nothing more reaches its cursor
+    settled = len(cursor.interrupted)
+    time.sleep(4 * REFIRE_S)
+    assert len(cursor.interrupted) == settled
     assert watchdog.fired == 1
 
 
@@ -82,7 +88,8 @@ def test_finished_reads_do_not_pile_up(watchdog: Watchdog) -> None:
     running = watchdog.watch(cursor, time.monotonic() + 0.1)
     assert len(watchdog._heap) <= 2 * 1 + 1024 + 1
     assert wait_until(lambda: running.fired, timeout=10)
-    assert len(cursor.interrupted) == 1
+    assert cursor.interrupted
+    watchdog.release(running)
 
 
 def test_a_cursor_that_cannot_be_interrupted_does_not_stop_the_watchdog(
@@ -92,10 +99,11 @@ def test_a_cursor_that_cannot_be_interrupted_does_not_stop_the_watchdog(
         def interrupt(self) -> None:
             raise RuntimeError("connection closed")
 
-    watchdog.watch(Closed(), time.monotonic() + 0.05)
+    closed = watchdog.watch(Closed(), time.monotonic() + 0.05)
     cursor = Cursor()
     watchdog.watch(cursor, time.monotonic() + 0.1)
     assert wait_until(lambda: bool(cursor.interrupted), timeout=10)
+    watchdog.release(closed)
 
 
 def test_stop_ends_the_thread() -> None:
@@ -121,8 +129,8 @@ def test_stop_all_interrupts_every_running_read_and_waits_for_them(watchdog: Wat
     threading.Thread(target=end_reads).start()
     began = time.monotonic()
     assert watchdog.stop_all("memory", wait_s=10) == 3
-    assert all(watch.ended for watch in watches)
+    assert not any(watch.running for watch in watches)
     assert time.monotonic() - began < 10
-    assert [len(c.interrupted) for c in cursors] == [1, 1, 1]
+    assert all(1 <= len(c.interrupted) <= 10 for c in cursors)
     assert all(watch.fired and watch.reason == "memory" for watch in watches)
     assert not done.fired
