@@ -109,6 +109,10 @@ def predict_response(result: PredictionResult, request_id: str) -> pb.PredictRes
     response = pb.PredictResponse(
         model_id=result.model_id, model_version=result.version, request_id=request_id
     )
+    # Features of one event share a time: one Timestamp per time, not per feature. A
+    # 100-entity x 10-feature response took 6.6-10.4 ms to build with one per feature and
+    # 1.9-4.3 ms with this (three alternating runs in one sitting, machine loaded).
+    stamps: dict[dt.datetime, Timestamp] = {}
     for prediction in result.predictions:
         entity = response.predictions.add(entity_id=prediction.entity_id)
         for name, values in prediction.outputs.items():
@@ -118,11 +122,16 @@ def predict_response(result: PredictionResult, request_id: str) -> pb.PredictRes
             else:
                 output.values.extend(float(v) for v in values)
         for used in prediction.features:
-            feature = entity.features.add(
-                name=used.name, value=used.value, origin=ORIGINS[used.origin]
+            at = used.event_timestamp
+            if at is None:
+                entity.features.add(name=used.name, value=used.value, origin=ORIGINS[used.origin])
+                continue
+            stamp = stamps.get(at)
+            if stamp is None:
+                stamp = stamps[at] = timestamp(at)
+            entity.features.add(
+                name=used.name, value=used.value, origin=ORIGINS[used.origin], event_timestamp=stamp
             )
-            if used.event_timestamp is not None:
-                feature.event_timestamp.CopyFrom(timestamp(used.event_timestamp))
     return response
 
 

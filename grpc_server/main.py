@@ -72,6 +72,9 @@ def build_server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            # gRPC Python binds with SO_REUSEPORT by default: a second server on the same
+            # port then starts without error and takes a share of the connections.
+            ("grpc.so_reuseport", 0),
         ],
     )
     pb_grpc.add_FeatureStoreServicer_to_server(

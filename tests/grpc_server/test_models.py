@@ -15,6 +15,7 @@ from featurestore.services import ManagedService
 from featurestore.serving.manifest import SyncStatus, write_status
 from featurestore.settings import Settings
 from grpc_server.generated import featurestore_pb2 as pb
+from grpc_server.main import build_server
 from tests.grpc_server.inprocess import Running, running_server
 from tests.serving.onnx_models import linear_classifier, publish_model, scaler_json
 
@@ -133,3 +134,11 @@ def test_reflection_lists_every_service(server: Running) -> None:
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     } <= names
+
+
+def test_a_second_server_cannot_take_the_same_port(server: Running, settings: Settings) -> None:
+    # Without grpc.so_reuseport off, the second bind succeeds and steals connections.
+    second = settings.model_copy(update={"grpc_host": "localhost", "grpc_port": server.port})
+    serving, models = server.serving, server.models
+    with pytest.raises(RuntimeError):
+        build_server(second, serving, models, server.readiness)
