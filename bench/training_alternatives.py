@@ -12,18 +12,24 @@ shared machine the CPU seconds are the steadier figure. The last line is one JSO
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import random
 import shutil
+import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from featurestore.store import training
+from featurestore.reads.features import LATEST_SQL
+from featurestore.store import merger, training
 
 ENTITIES = 200_000
 EVENTS = 5
@@ -167,6 +173,27 @@ def kept(cur: duckdb.DuckDBPyConnection, spine: Path, out: Path, parts: int | No
     training.build(cur, training.TrainingRequest(spine, FEATURES, out), parts=parts)
 
 
+def point_reads_during(
+    con: duckdb.DuckDBPyConnection, build: Callable[[], None] | None, seconds: float = 8
+) -> dict[str, float]:
+    """p50 and p99 (ms) of the service's latest-features read of one entity, on a cursor of
+    its own, while `build` runs in a thread (or for `seconds` with nothing else running)."""
+    cur = con.cursor()
+    rng = random.Random(5)
+    job = threading.Thread(target=build) if build else None
+    if job:
+        job.start()
+    began, samples = time.perf_counter(), []
+    while (job and job.is_alive()) or (not job and time.perf_counter() - began < seconds):
+        start = time.perf_counter()
+        cur.execute(LATEST_SQL, [f"cust_{rng.randrange(ENTITIES)}"]).fetchall()
+        samples.append((time.perf_counter() - start) * 1000)
+    if job:
+        job.join()
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return {"p50_ms": round(cuts[49], 3), "p99_ms": round(cuts[98], 3), "reads": len(samples)}
+
+
 def main() -> None:
     """Build the data, run each way, check each against the kept one, print the figures."""
     parser = argparse.ArgumentParser()
@@ -183,8 +210,8 @@ def main() -> None:
     con.execute("SET GLOBAL TimeZone = 'UTC'")
     per_feature = joined_per_feature
     ways: list[tuple[str, int, Callable[[Path], None]]] = [
-        ("kept_pivot_one_asof", 1, lambda out: kept(con.cursor(), spine, out, None)),
         ("kept_in_one_part", 1, lambda out: kept(con.cursor(), spine, out, 1)),
+        ("kept_in_two_parts", 1, lambda out: kept(con.cursor(), spine, out, 2)),
         ("ten_asof_grouped", 1, lambda out: per_feature(con.cursor(), spine, out, "grouped")),
         ("ten_asof_struct_key", 1, lambda out: per_feature(con.cursor(), spine, out, "struct")),
         ("window_over_long", 1, lambda out: window_over_long(con.cursor(), spine, out)),
@@ -196,7 +223,7 @@ def main() -> None:
         "SELECT max(entity_id), max(feature_name), sum(value), max(event_timestamp), "
         "max(created_at) FROM features"
     ).fetchall()
-    figures: dict[str, dict[str, float]] = {}
+    figures: dict[str, Any] = {}
     for name, threads, build in ways:
         con.execute(f"SET GLOBAL threads = {threads}")
         out = folder / f"{name}.parquet"
@@ -208,11 +235,34 @@ def main() -> None:
         }
         differ = " OR ".join(f"a.{f} IS DISTINCT FROM b.{f}" for f in FEATURES)
         figures[name]["rows_differing"] = con.execute(
-            f"SELECT count(*) FROM read_parquet('{folder / 'kept_pivot_one_asof.parquet'}') a "
+            f"SELECT count(*) FROM read_parquet('{folder / 'kept_in_one_part.parquet'}') a "
             f"FULL JOIN read_parquet('{out}') b USING (label) WHERE {differ} "
             f"OR a.label IS NULL OR b.label IS NULL"
         ).fetchall()[0][0]
         print(name, figures[name], flush=True)
+    # The service's point read while a training set is built: in two parts (DuckDB on one
+    # thread) against one part with DuckDB's global threads at two (what every read then gets).
+    if not con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'latest_features'"
+    ).fetchall()[0][0]:
+        con.execute(merger.SCHEMA[0])
+        con.execute(merger.SCHEMA[1])
+        con.execute(
+            "INSERT INTO latest_features SELECT entity_id, feature_name, "
+            "arg_max(value, (event_timestamp, created_at, value)), max(event_timestamp), "
+            "max(created_at) FROM features GROUP BY ALL"
+        )
+    reads: dict[str, dict[str, float]] = {}
+    for name, threads, parts in (("idle", 1, 0), ("two_parts", 1, 2), ("two_duckdb_threads", 2, 1)):
+        con.execute(f"SET GLOBAL threads = {threads}")
+        out = folder / f"reads_{name}.parquet"
+        job: Callable[[], None] | None = None
+        if parts:
+            job = functools.partial(kept, con.cursor(), spine, out, parts)
+        reads[name] = point_reads_during(con, job)
+        print("point_read_during", name, reads[name], flush=True)
+    con.execute("SET GLOBAL threads = 1")
+    figures["point_read_during_build"] = reads
     con.close()
     if args.keep is None:
         shutil.rmtree(folder, ignore_errors=True)

@@ -3,20 +3,22 @@
 One pivot per (entity, event time) holding every asked feature's value at that time, each
 feature carried forward through the entity's later event times, then ONE ASOF JOIN; where
 a join per feature cost ten scans, ten GROUP BYs and ten joins. Measured on 1M spine rows x
-10 features over 10M history rows, DuckDB on one thread: 3.3 s of CPU against 10.9 s
-(bench/training_alternatives.py, README "Training sets").
+10 features over 10M history rows, DuckDB on one thread: 2.5-3.1 s of CPU against
+10.3-10.9 s (bench/training_alternatives.py, README "Training sets").
 
-The spine is split by a hash of the entity into parts, each built by a thread of its own
-on a cursor of its own: a batch job gets the machine's cores while every DuckDB query,
-point reads included, keeps the one thread it is configured with (DuckDB's `threads` is
-global to the database: raising it for this job would hand a second thread to every point
-read meanwhile, 0.4 ms more per read as measured for settings.duckdb_threads).
+The spine can be split by a hash of the entity into parts, each built by a thread on a
+cursor of its own, so that a batch job gets more cores while DuckDB's `threads` (global to
+the database) stays at one for every other query. On this shared 2-core machine (load 6-12
+from other sessions) one part was faster, in three runs of that benchmark: 2.7-3.1 s of
+wall time against 3.5-4.0 s for two parts (each part rescans the history: 0.5-0.7 s more
+CPU), and the service's point read during the build did no better beside two parts (p50
+0.60 ms, p99 37 ms) than beside one part on two DuckDB threads (0.57 ms, 14 ms; 0.46 ms and
+5.5 ms with nothing running). Hence PARTS = 1; more parts pay only where cores sit idle.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
@@ -24,19 +26,12 @@ import pyarrow as pa
 
 from featurestore import sql
 
-# Parts, one thread each: a part rescans the history (its share of the work besides), so
-# more parts than cores costs CPU for nothing.
-MAX_PARTS = 4
+PARTS = 1  # see above
 
 _WINDOW = (
     "OVER (PARTITION BY entity_id ORDER BY event_timestamp "
     "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
 )
-
-
-def parts_for_this_machine() -> int:
-    """One part per core this process may use, at most MAX_PARTS."""
-    return max(1, min(MAX_PARTS, len(os.sched_getaffinity(0))))
 
 
 def features_as_of(

@@ -74,7 +74,7 @@ def build(
     parts: int | None = None,
 ) -> TrainingReport:
     """Build the training set on this cursor (the DuckDB service's own) and write Parquet;
-    in `parts` threads (default: one per core, featurestore.store.as_of)."""
+    in `parts` threads (featurestore.store.as_of.PARTS unless given)."""
     began = time.monotonic()
     if not request.features:
         raise ValidationError("name at least one feature")
@@ -99,7 +99,7 @@ def build(
     ).to_arrow_table()
     total = 2
     found = as_of.features_as_of(
-        cur, spine, request.features, request.max_age, parts or as_of.parts_for_this_machine()
+        cur, spine, request.features, request.max_age, parts or as_of.PARTS
     )
     progress(1, total)
     output = request.output_path
