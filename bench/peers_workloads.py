@@ -49,6 +49,7 @@ log = logging.getLogger("bench.peers")
 FEAST_SERVER_PORT = 6680
 ONE_ENTITY_SAMPLES = 1000
 MANY_SAMPLES = 200
+INGEST_TIMEOUT_S = 900
 ROUNDS = 2  # training sets, in turn: the machine is shared and its speed drifts
 
 Values = dict[str, list[float | None]]  # entity -> its ten values, None when absent
@@ -228,9 +229,12 @@ def ingest_ours(settings: Settings, path: Path) -> dict[str, Any]:
     began = now()
     FileProducer(settings, 1000).run([path])
     log.info("peers_ingest_produced seconds=%.1f", now() - began)
+    deadline = began + INGEST_TIMEOUT_S
     with Progress("ingest (ours)", total) as progress:
         committed = 0
         while committed < total:
+            if now() > deadline:
+                raise TimeoutError(f"{committed} of {total} events committed after the deadline")
             time.sleep(0.2)
             count = query_table(
                 app, "SELECT count(*) AS n FROM features WHERE starts_with(entity_id, 'ing_')",
@@ -244,4 +248,7 @@ def ingest_ours(settings: Settings, path: Path) -> dict[str, Any]:
             pipe.hlen(online_feature_key(f"ing_{i}"))
         if all(n >= len(FEATURES) for n in pipe.execute()):
             break
+        if now() > deadline:
+            raise TimeoutError("the ingested entities were not all online by the deadline")
+        time.sleep(0.05)
     return {"seconds": now() - began, "events": total}
