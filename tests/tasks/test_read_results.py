@@ -80,7 +80,8 @@ def test_a_read_does_not_wait_for_batches_that_hold_every_slot(stack: Settings) 
     with ThreadPoolExecutor(MAX_IN_FLIGHT) as pool:
         slow = []
         for i in range(MAX_IN_FLIGHT):  # one batch each: the coalescer is idle between them
-            slow.append(pool.submit(query_table, app, SLOW_SQL, [3_000_000_000 + i], timeout=120))
+            # Seconds, not minutes: the service stops any read at FSTORE_READ_TIME_LIMIT_S (30).
+            slow.append(pool.submit(query_table, app, SLOW_SQL, [1_000_000_000 + i], timeout=120))
             time.sleep(0.2)
         fast = query_table(app, "SELECT 3 AS three", timeout=60)
         assert fast.column("three").to_pylist() == [3]
