@@ -226,6 +226,10 @@ def ingest_ours(settings: Settings, path: Path) -> dict[str, Any]:
     app = configure(settings)
     client = redis.Redis.from_url(settings.redis_url)
     total = INGEST_ENTITIES * len(FEATURES)
+    # A Redis left answering on this port by an earlier run would hold these keys already.
+    keys = [online_feature_key(f"ing_{i}") for i in range(INGEST_ENTITIES)]
+    for start in range(0, len(keys), 10_000):
+        client.delete(*keys[start : start + 10_000])
     began = now()
     FileProducer(settings, 1000).run([path])
     log.info("peers_ingest_produced seconds=%.1f", now() - began)
@@ -244,8 +248,8 @@ def ingest_ours(settings: Settings, path: Path) -> dict[str, Any]:
             committed = int(count)
     while True:
         pipe = client.pipeline(transaction=False)
-        for i in range(INGEST_ENTITIES):
-            pipe.hlen(online_feature_key(f"ing_{i}"))
+        for key in keys:
+            pipe.hlen(key)
         if all(n >= len(FEATURES) for n in pipe.execute()):
             break
         if now() > deadline:
