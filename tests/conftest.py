@@ -53,7 +53,8 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
         "prometheus_port": 29090 + PORT_OFFSET,
         "alertmanager_port": 29094 + PORT_OFFSET,
         "redis_exporter_port": 29121 + PORT_OFFSET,
-        "kafka_jmx_exporter_port": 29404 + PORT_OFFSET,
+        # Offsets are multiples of 100: no two bases may share their last two digits.
+        "kafka_jmx_exporter_port": 29147 + PORT_OFFSET,
         "prometheus_scrape_interval_s": 1.0,
         "consumer_group": "featurestore-test",
         # Fault tests lose write tasks on purpose; resend them soon.
