@@ -69,6 +69,9 @@ BATCH_SCHEMA = pa.schema(
     ]
 )
 _COLUMNS = [name for name in BATCH_SCHEMA.names if name != "offset"]
+# As sets once: pyarrow builds a new list of names at every access.
+_FEATURE_KEYS = frozenset(FEATURE_TYPE.names)
+_OUTPUT_KEYS = frozenset(OUTPUT_TYPE.names)
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
@@ -95,26 +98,34 @@ def _number(value: object, key: str, *, nullable: bool = False) -> float | None:
     return result
 
 
-def _feature(item: object, index: int) -> dict[str, Any]:
+def _feature(item: object, index: int, micros: dict[str, int]) -> dict[str, Any]:
+    """One validated feature; `micros` caches the record's parsed event times."""
     where = f"features[{index}]"
-    if not isinstance(item, dict) or set(item) != set(FEATURE_TYPE.names):
+    if not isinstance(item, dict) or item.keys() != _FEATURE_KEYS:
         raise ValidationError(f"{where} must be an object with {', '.join(FEATURE_TYPE.names)}")
     origin = item["origin"]
     if origin not in ORIGINS:
         raise ValidationError(f"{where}.origin must be one of {', '.join(sorted(ORIGINS))}")
     stamp = item["event_timestamp"]
+    if stamp is not None:
+        if not isinstance(stamp, str):  # unhashable ones too, before the cache lookup
+            raise ValidationError(f"{where}.event_timestamp must be an ISO-8601 string or null")
+        at = micros.get(stamp)
+        if at is None:
+            at = micros[stamp] = timestamp_micros(stamp)
+        stamp = at
     return {
         "name": _text(item["name"], f"{where}.name"),
         # ModelInfer takes any float from its client: NaN travels as null.
-        "value": _number(item["value"], f"{where}.value", nullable=item["origin"] == "request"),
+        "value": _number(item["value"], f"{where}.value", nullable=origin == "request"),
         "origin": origin,
-        "event_timestamp": None if stamp is None else timestamp_micros(stamp),
+        "event_timestamp": stamp,
     }
 
 
 def _output(item: object, index: int) -> dict[str, Any]:
     where = f"outputs[{index}]"
-    if not isinstance(item, dict) or set(item) != set(OUTPUT_TYPE.names):
+    if not isinstance(item, dict) or item.keys() != _OUTPUT_KEYS:
         raise ValidationError(f"{where} must be an object with name, values, labels")
     values, labels = item["values"], item["labels"]
     if not isinstance(values, list) or not isinstance(labels, list):
@@ -158,6 +169,7 @@ class PredictionRows:
         features, outputs = record["features"], record["outputs"]
         if not isinstance(features, list) or not isinstance(outputs, list):
             raise ValidationError("features and outputs must be lists")
+        micros: dict[str, int] = {}
         row = {
             "request_id": _text(record["request_id"], "request_id", MAX_REQUEST_ID),
             "model_id": _text(record["model_id"], "model_id"),
@@ -165,7 +177,7 @@ class PredictionRows:
             "entity_id": None if entity is None else _text(entity, "entity_id"),
             "served_at": timestamp_micros(record["served_at"]),
             "source": record["source"],
-            "features": [_feature(item, i) for i, item in enumerate(features)],
+            "features": [_feature(item, i, micros) for i, item in enumerate(features)],
             "outputs": [_output(item, i) for i, item in enumerate(outputs)],
         }
         for name, value in row.items():

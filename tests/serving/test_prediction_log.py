@@ -198,6 +198,10 @@ def test_infer_records_are_one_per_row_with_request_values(model: LoadedModel) -
             "features\\[0\\].value must be a number",
         ),
         (
+            {"features": [{"name": "a", "value": 1.0, "origin": "online", "event_timestamp": [1]}]},
+            "features\\[0\\].event_timestamp must be an ISO-8601 string",
+        ),
+        (
             {"outputs": [{"name": "p", "values": ["x"], "labels": []}]},
             "outputs\\[0\\].values must be a number",
         ),
