@@ -48,10 +48,11 @@ def bench_settings(state_dir: Path, **overrides: object) -> Settings:
 
 @contextmanager
 def running_stack(settings: Settings) -> Iterator[Settings]:
-    """Backing services and the supervisord stack, stopped afterwards."""
-    services.ensure_all(settings)
-    stack.up(settings)
+    """Backing services and the supervisord stack, stopped afterwards, also when one of
+    them fails to start (a service left answering would serve the next run)."""
     try:
+        services.ensure_all(settings)
+        stack.up(settings)
         yield settings
     finally:
         stack.down(settings)
