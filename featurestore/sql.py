@@ -28,4 +28,12 @@ def in_transaction(cur: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyCo
     except BaseException:
         cur.rollback()
         raise
-    cur.commit()
+    try:
+        cur.commit()
+    except BaseException:
+        # A commit that fails (DuckDB out of memory, say) leaves the transaction aborted,
+        # and every later begin() on this cursor fails until it is rolled back: the merger
+        # lost every merge after one such commit.
+        with contextlib.suppress(duckdb.Error):
+            cur.rollback()
+        raise
