@@ -134,14 +134,19 @@ def _fast_row(row: object, micros: dict[object, int]) -> tuple[str, str, float, 
     return entity, feature, float(value), ts
 
 
-def parse_message(raw: bytes | None) -> Columns:
-    """Parse and validate one Kafka message; every event must be valid, or none is taken."""
+def decode_json(raw: bytes | None) -> object:
+    """The decoded JSON of one Kafka message, or a ValidationError (empty or malformed)."""
     if not raw:
         raise ValidationError("empty message")
     try:
-        decoded = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ValidationError(f"malformed JSON: {exc}") from None
+
+
+def parse_message(raw: bytes | None) -> Columns:
+    """Parse and validate one Kafka message; every event must be valid, or none is taken."""
+    decoded = decode_json(raw)
     rows = decoded if isinstance(decoded, list) else [decoded]
     if not rows:
         raise ValidationError("empty list of events")

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from featurestore.arrow_ipc import decode_table, encode_table
 from featurestore.errors import ValidationError
-from featurestore.ingest.events import MAX_NAME_LENGTH, timestamp_micros
+from featurestore.ingest.events import MAX_NAME_LENGTH, decode_json, timestamp_micros
 
 FIELDS = frozenset(
     {
@@ -194,14 +194,8 @@ class PredictionRows:
 
 def parse_record(raw: bytes | None) -> PredictionRows:
     """Parse and validate one Kafka message of the predictions topic (one record)."""
-    if not raw:
-        raise ValidationError("empty message")
-    try:
-        decoded = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationError(f"malformed JSON: {exc}") from None
     rows = PredictionRows()
-    rows.append_record(decoded)
+    rows.append_record(decode_json(raw))
     return rows
 
 
