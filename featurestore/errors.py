@@ -79,6 +79,8 @@ class MissingFeaturesError(FeatureStoreError):
 class ArtifactError(FeatureStoreError):
     """A model artifact failed validation; `reason` is a short label (for metrics)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, fingerprint: str | None = None) -> None:
         self.reason = reason
+        # What was judged (set by the sync), so an unchanged refusal is not judged again.
+        self.fingerprint = fingerprint
         super().__init__(message)

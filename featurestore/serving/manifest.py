@@ -77,6 +77,9 @@ class SyncStatus(BaseModel):
     last_error: str | None = None
     # A version that failed validation and is not served (the previous one still is).
     rejected_version: str | None = None
+    # The blobs (and judging settings) that version was refused for: unchanged, they are
+    # refused again without a download.
+    rejected_fingerprint: str | None = None
 
 
 def publish(

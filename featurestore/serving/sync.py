@@ -20,7 +20,7 @@ from featurestore.constants import PROD_MODELS_KEY, model_artifact_key, model_sy
 from featurestore.errors import ArtifactError
 from featurestore.logs import quoted
 from featurestore.reads.reader import Reader
-from featurestore.serving import artifacts, manifest
+from featurestore.serving import artifacts, candidates, manifest
 from featurestore.serving.artifacts import AZURE_UNREACHABLE, BlobRef
 from featurestore.serving.manifest import ArtifactInfo, Manifest, SyncStatus
 from featurestore.serving.runtime import load_model
@@ -120,18 +120,42 @@ def _prepare(
 ) -> tuple[Manifest | None, dict[str, bytes]]:
     """The validated new version and its bytes; (None, {}) when what is served is current.
     Raises ArtifactError with the reason this version cannot be served."""
-    features = _one_version(rows)
-    plan = artifacts.match(rows, artifacts.list_model(sync.blobs, model_id, rows))
-    for _, ref in plan.values():
+    features = candidates.one_version(rows)
+    blobs = artifacts.match(rows, artifacts.list_model(sync.blobs, model_id, rows))
+    for _, ref in blobs.values():
         artifacts.check_size(ref, sync.settings.max_artifact_bytes)
-    if served is not None and _same(served, rows[0].version, features, plan):
-        sync.report.downloads_skipped += len(plan)
-        metrics.MODEL_SYNC_SKIPPED.labels(model_id).inc(len(plan))
+    if served is not None and candidates.same(served, rows[0].version, features, blobs):
+        sync.report.downloads_skipped += len(blobs)
+        metrics.MODEL_SYNC_SKIPPED.labels(model_id).inc(len(blobs))
         return None, {}
+    fingerprint = candidates.fingerprint(sync.settings, rows[0].version, features, blobs)
+    status = manifest.read_status(sync.client, model_id)
+    if status is not None and status.rejected_fingerprint == fingerprint:
+        # Every sync period would otherwise download and judge the same refused bytes.
+        sync.report.downloads_skipped += len(blobs)
+        metrics.MODEL_SYNC_SKIPPED.labels(model_id).inc(len(blobs))
+        raise candidates.refused_again(status, fingerprint)
+    try:
+        candidate, data = _judge(sync, model_id, rows[0].version, features, served, blobs)
+    except ArtifactError as exc:
+        exc.fingerprint = fingerprint
+        raise
+    return candidate, data
+
+
+def _judge(
+    sync: _Sync,
+    model_id: str,
+    version: str,
+    features: list[ExpectedFeature],
+    served: Manifest | None,
+    plan: dict[str, tuple[str, BlobRef]],
+) -> tuple[Manifest, dict[str, bytes]]:
+    """Download what changed and load the candidate version; raises ArtifactError."""
     data, infos = _fetch(sync, model_id, served, plan)
     candidate = Manifest(
         model_id=model_id,
-        version=rows[0].version,
+        version=version,
         expected_features=features,
         artifacts=infos,
         published_at=_now(),
@@ -141,49 +165,13 @@ def _prepare(
     return candidate, data
 
 
-def _one_version(rows: list[ModelRecord]) -> list[ExpectedFeature]:
-    versions = sorted({r.version for r in rows})
-    if len(versions) > 1:
-        raise ArtifactError("ambiguous", f"several production versions: {', '.join(versions)}")
-    features = rows[0].expected_features
-    if any(r.expected_features != features for r in rows):
-        raise ArtifactError(
-            "features_mismatch", "the version's artifacts declare different expected_features"
-        )
-    return features
-
-
-def _same(
-    served: Manifest,
-    version: str,
-    features: list[ExpectedFeature],
-    plan: dict[str, tuple[str, BlobRef]],
-) -> bool:
-    return (
-        served.version == version
-        and served.expected_features == features
-        and served.artifacts.keys() == plan.keys()
-        and all(_holds(served.artifacts[ext], kind, ref) for ext, (kind, ref) in plan.items())
-    )
-
-
-def _holds(info: ArtifactInfo, kind: str, ref: BlobRef) -> bool:
-    """True when the served artifact is this blob's current content."""
-    return (info.artifact_type, info.container, info.blob, info.etag) == (
-        kind,
-        ref.container,
-        ref.name,
-        ref.etag,
-    )
-
-
 def _fetch(
     sync: _Sync, model_id: str, served: Manifest | None, plan: dict[str, tuple[str, BlobRef]]
 ) -> tuple[dict[str, bytes], dict[str, ArtifactInfo]]:
     """Every artifact's bytes: the served copy when it has the blob's ETag, else a download."""
     kept: dict[str, bytes] = {}
     if served is not None and any(
-        ext in served.artifacts and _holds(served.artifacts[ext], kind, ref)
+        ext in served.artifacts and candidates.holds(served.artifacts[ext], kind, ref)
         for ext, (kind, ref) in plan.items()
     ):
         published = manifest.read_published(sync.client, model_id)
@@ -193,7 +181,7 @@ def _fetch(
     infos: dict[str, ArtifactInfo] = {}
     for ext, (kind, ref) in sorted(plan.items()):
         old = served.artifacts.get(ext) if served is not None else None
-        if old is not None and ext in kept and _holds(old, kind, ref):
+        if old is not None and ext in kept and candidates.holds(old, kind, ref):
             data[ext], infos[ext] = kept[ext], old
             sync.report.downloads_skipped += 1
             metrics.MODEL_SYNC_SKIPPED.labels(model_id).inc()
@@ -254,6 +242,9 @@ def _failed(
                 "last_error": str(exc),
                 # Unreachable: nothing was judged, so an earlier rejection still stands.
                 "rejected_version": previous.rejected_version if unreachable else version,
+                "rejected_fingerprint": (
+                    previous.rejected_fingerprint if unreachable else exc.fingerprint
+                ),
             }
         ),
     )

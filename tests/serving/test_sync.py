@@ -268,3 +268,49 @@ def test_a_model_served_by_the_first_sync_without_a_manifest_is_taken_over(
     env.client.sadd(constants.PROD_MODELS_KEY, other)
     assert env.sync().removed == [other]
     assert env.client.get(constants.model_artifact_key(other, "onnx")) is None
+
+
+def test_a_refused_version_is_not_downloaded_again_until_its_blobs_change(env: SyncEnv) -> None:
+    env.serve_v1()
+    m = env.model_id
+    _corrupt_onnx(env)
+    env.register("2.0.0", "model")
+    env.register("2.0.0", "scaler")
+    env.promote("2.0.0")
+    first = env.sync()
+    assert first.failed == {m: "onnx_invalid"} and first.downloads >= 1
+
+    again = env.sync()
+
+    assert again.failed == {m: "onnx_invalid"}
+    assert (again.downloads, again.downloads_skipped) == (0, 2)
+    status = manifest.read_status(env.client, m)
+    assert status is not None and status.rejected_version == "2.0.0"
+    assert status.last_error is not None
+    assert status.last_error.count("unchanged since refused") == 1
+    assert env.sync().failed == {m: "onnx_invalid"}  # the message does not grow
+    status = manifest.read_status(env.client, m)
+    assert status is not None and status.last_error is not None
+    assert status.last_error.count("unchanged since refused") == 1
+
+    env.upload("model_production.onnx", classifier(WEIGHTS_V2))  # a fixed blob: a new ETag
+    fixed = env.sync()
+
+    assert fixed.failed == {} and fixed.published == [m] and fixed.downloads == 1
+    published = manifest.read_published(env.client, m)
+    assert published is not None and published[0].version == "2.0.0"
+
+
+def test_a_refusal_is_judged_again_when_the_judging_settings_change(env: SyncEnv) -> None:
+    env.serve_v1()
+    m = env.model_id
+    _pickle(env)
+    env.register("2.0.0", "model")
+    env.register("2.0.0", "scaler")
+    env.promote("2.0.0")
+    assert env.sync().failed == {m: "pickle_refused"}
+    assert env.sync().downloads == 0
+
+    report = env.sync(allow_pickle=True)
+
+    assert report.downloads >= 1  # judged again: the refusal was for the other setting
