@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from featurestore import constants
@@ -21,11 +23,36 @@ def _default_state_dir() -> Path:
     return Path.cwd() / ".state"
 
 
+# librdkafka's security options: the only keys FSTORE_KAFKA_SECURITY takes.
+_KAFKA_SECURITY_KEY = re.compile(
+    r"security\.protocol|sasl\..+|ssl\..+|ssl_engine.*|enable\.ssl\..+"
+)
+# Values of these keys are held as SecretStr: masked in repr, logs and `fstore status`.
+_KAFKA_SECRET_KEY = re.compile(r"password|secret|\.pem$|oauthbearer\.config|token")
+
+
+def _env_value(value: object) -> str:
+    """A settings value as the environment spells it, secrets revealed (for child programs)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, list):
+        return ",".join(value)
+    if isinstance(value, dict):
+        return json.dumps({key: _env_value(item) for key, item in value.items()})
+    return str(value)
+
+
 class Settings(BaseSettings):
     """Typed settings read from FSTORE_* environment variables and an optional .env file."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FSTORE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="FSTORE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # A validation error names the field and what is wrong; echoing the input would
+        # print secrets (a token, a Kafka password) to the terminal and the logs.
+        hide_input_in_errors=True,
     )
 
     state_dir: Path = Field(default_factory=_default_state_dir)
@@ -42,6 +69,11 @@ class Settings(BaseSettings):
     predictions_topic: str = constants.PREDICTIONS_TOPIC
     predictions_dead_letter_topic: str = constants.PREDICTIONS_DEAD_LETTER_TOPIC
     kafka_start_timeout_s: float = 120.0
+    # librdkafka security options given to every Kafka client of the stack, as JSON in the
+    # env, e.g. {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
+    # "sasl.username": "fstore", "sasl.password": "..."}. A local broker this project starts
+    # gets a SASL_PLAINTEXT listener with that user when they say SASL_PLAINTEXT and PLAIN.
+    kafka_security: dict[str, str | SecretStr] = Field(default_factory=dict)
 
     # Redis (Celery broker, result backend, online store, model artifacts)
     redis_url: str = "redis://localhost:6379/0"
@@ -125,6 +157,13 @@ class Settings(BaseSettings):
     # Serving and observability
     grpc_host: str = "[::]"
     grpc_port: int = 50051
+    # TLS of the gRPC server (PEM files; both or neither). Clients trust grpc_tls_root_cert,
+    # by default the server's own certificate (a self-signed one).
+    grpc_tls_cert: Path | None = None
+    grpc_tls_key: Path | None = None
+    grpc_tls_root_cert: Path | None = None
+    # When set, every call but grpc.health.v1 must carry "authorization: Bearer <token>".
+    grpc_auth_token: SecretStr | None = None
     flower_port: int = 5555
     metrics_port_worker: int = 9101
     metrics_port_bridge: int = 9102
@@ -149,6 +188,47 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
+
+    @field_validator("kafka_security", mode="after")
+    @classmethod
+    def _check_kafka_security(cls, value: dict[str, str | SecretStr]) -> dict[str, str | SecretStr]:
+        """Only security options; secret values held as SecretStr."""
+        for key in value:
+            if not _KAFKA_SECURITY_KEY.fullmatch(key):
+                raise ValueError(
+                    f"{key!r} is not a Kafka security option (FSTORE_KAFKA_SECURITY takes "
+                    "security.protocol, sasl.*, ssl.* and enable.ssl.*)"
+                )
+        return {
+            key: SecretStr(item)
+            if isinstance(item, str) and _KAFKA_SECRET_KEY.search(key)
+            else item
+            for key, item in value.items()
+        }
+
+    @field_validator("grpc_auth_token", mode="after")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """A token a metadata value can carry: printable ASCII without spaces."""
+        if value is not None and not re.fullmatch(r"[\x21-\x7e]{16,}", value.get_secret_value()):
+            raise ValueError(
+                "FSTORE_GRPC_AUTH_TOKEN must be at least 16 printable ASCII characters "
+                "without spaces"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_grpc_tls(self) -> Settings:
+        """A TLS certificate goes with its key."""
+        if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
+            raise ValueError("FSTORE_GRPC_TLS_CERT and FSTORE_GRPC_TLS_KEY go together: set both")
+        return self
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """bootstrap.servers and the security options, for any confluent-kafka client."""
+        config = {"bootstrap.servers": self.kafka_bootstrap}
+        config.update({key: _env_value(item) for key, item in self.kafka_security.items()})
+        return config
 
     @property
     def logs_dir(self) -> Path:
@@ -184,7 +264,7 @@ class Settings(BaseSettings):
         """These settings as FSTORE_* variables, for the programs this process starts."""
         prefix = str(self.model_config.get("env_prefix", ""))
         return {
-            f"{prefix}{name}".upper(): ",".join(value) if isinstance(value, list) else str(value)
+            f"{prefix}{name}".upper(): _env_value(value)
             for name, value in self.model_dump().items()
             if value is not None
         }
