@@ -11,6 +11,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import redis
+from prometheus_client import Counter
 
 from featurestore import metrics
 from featurestore.errors import ValidationError
@@ -33,6 +34,27 @@ def online_updates(cur: duckdb.DuckDBPyConnection, rows: pa.Table) -> pa.Table:
         return cur.sql(online_updates_sql("batch_rows")).to_arrow_table()
     finally:
         cur.unregister("batch_rows")
+
+
+def _count_write(
+    event: str, rows: Counter, span: OffsetSpan, result: WriteResult, began: float
+) -> float:
+    """Count a committed batch's rows, log it as `event`; returns its seconds since began."""
+    elapsed = time.perf_counter() - began
+    rows.labels("inserted").inc(result.inserted)
+    rows.labels("duplicate").inc(result.duplicates)
+    log.info(
+        "%s topic=%s partition=%d offsets=%d-%d inserted=%d duplicates=%d ms=%.1f",
+        event,
+        span.topic,
+        span.partition,
+        span.first_offset,
+        span.last_offset,
+        result.inserted,
+        result.duplicates,
+        elapsed * 1000,
+    )
+    return elapsed
 
 
 class DuckDBService:
@@ -71,28 +93,18 @@ class DuckDBService:
         began = time.perf_counter()
         batch = write_batch.decode_batch(payload)
         rows = batch.rows
-        result = self.store.write_batch(rows, batch.offsets, span)
+        result, written = self.store.write_features(rows, batch.offsets, span)
         committed = time.time()
         self.latest.written()
-        # Applied for every row, duplicates included: a worker killed between the DuckDB
-        # commit and this update gets a second chance when the batch is redelivered.
-        self.online.apply_updates(online_updates(self.store.cursor(), rows))
+        # Applied for every row, duplicates included (with their first write's created_at):
+        # a worker killed between the DuckDB commit and this update gets a second chance
+        # when the batch is redelivered.
+        self.online.apply_updates(online_updates(self.store.cursor(), written))
         if result.duplicates == 0:
             # A redelivered batch's rows were counted at their first write.
             freshness.observe(batch, committed, online_at=time.time())
-        elapsed = time.perf_counter() - began
-        metrics.WRITE_ROWS.labels("inserted").inc(result.inserted)
-        metrics.WRITE_ROWS.labels("duplicate").inc(result.duplicates)
-        metrics.WRITE_SECONDS.observe(elapsed)
-        log.info(
-            "write_batch topic=%s partition=%d offsets=%d-%d inserted=%d duplicates=%d ms=%.1f",
-            span.topic,
-            span.partition,
-            span.first_offset,
-            span.last_offset,
-            result.inserted,
-            result.duplicates,
-            elapsed * 1000,
+        metrics.WRITE_SECONDS.observe(
+            _count_write("write_batch", metrics.WRITE_ROWS, span, result, began)
         )
         return result
 
@@ -101,19 +113,7 @@ class DuckDBService:
         began = time.perf_counter()
         records, offsets = predictions.decode_batch(payload)
         result = self.store.write_predictions(records, offsets, span)
-        metrics.WRITE_PREDICTIONS.labels("inserted").inc(result.inserted)
-        metrics.WRITE_PREDICTIONS.labels("duplicate").inc(result.duplicates)
-        log.info(
-            "write_predictions topic=%s partition=%d offsets=%d-%d inserted=%d duplicates=%d "
-            "ms=%.1f",
-            span.topic,
-            span.partition,
-            span.first_offset,
-            span.last_offset,
-            result.inserted,
-            result.duplicates,
-            (time.perf_counter() - began) * 1000,
-        )
+        _count_write("write_predictions", metrics.WRITE_PREDICTIONS, span, result, began)
         return result
 
     def read_many(self, requests: list[tuple[str, Any]]) -> list[bytes | tuple[str, str]]:
