@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,7 +14,7 @@ from celery import Task
 from featurestore import constants
 from featurestore.errors import ServiceError
 from featurestore.store import skew, training
-from featurestore.store.database import OffsetSpan
+from featurestore.store.database import OffsetSpan, WriteResult
 from featurestore.store.service import DuckDBService
 from tasks.app import app
 
@@ -48,35 +49,39 @@ def ping(self: DuckDBTask) -> dict[str, Any]:
     return {"pid": os.getpid(), "duckdb": str(service.store.path), "rows": service.row_count()}
 
 
+def _write_task(
+    name: str, write: Callable[[DuckDBService, bytes, OffsetSpan], WriteResult], doc: str
+) -> Any:
+    """Register the task `name` that writes one batch (its offsets as a span) with `write`."""
+
+    def task(
+        self: DuckDBTask,
+        payload: bytes,
+        topic: str,
+        partition: int,
+        first_offset: int,
+        last_offset: int,
+    ) -> dict[str, int]:
+        span = OffsetSpan(topic, partition, first_offset, last_offset)
+        return asdict(write(self.service, payload, span))
+
+    task.__doc__ = doc
+    return app.task(name=name, base=DuckDBTask, bind=True)(task)
+
+
 # A write taken by a worker that is then killed is gone from Redis (the broker runs without
 # ack emulation, see tasks.app): the bridge resends every batch whose result does not come
 # back, and the writer skips what an earlier delivery already committed.
-@app.task(name=constants.TASK_WRITE_BATCH, base=DuckDBTask, bind=True)
-def write_features_batch(
-    self: DuckDBTask,
-    payload: bytes,
-    topic: str,
-    partition: int,
-    first_offset: int,
-    last_offset: int,
-) -> dict[str, int]:
-    """Write one Arrow IPC batch of feature rows exactly once."""
-    span = OffsetSpan(topic, partition, first_offset, last_offset)
-    return asdict(self.service.write_batch(payload, span))
-
-
-@app.task(name=constants.TASK_WRITE_PREDICTIONS, base=DuckDBTask, bind=True)
-def write_predictions_batch(
-    self: DuckDBTask,
-    payload: bytes,
-    topic: str,
-    partition: int,
-    first_offset: int,
-    last_offset: int,
-) -> dict[str, int]:
-    """Write one Arrow IPC batch of prediction records into prediction_log exactly once."""
-    span = OffsetSpan(topic, partition, first_offset, last_offset)
-    return asdict(self.service.write_predictions(payload, span))
+write_features_batch = _write_task(
+    constants.TASK_WRITE_BATCH,
+    DuckDBService.write_batch,
+    "Write one Arrow IPC batch of feature rows exactly once.",
+)
+write_predictions_batch = _write_task(
+    constants.TASK_WRITE_PREDICTIONS,
+    DuckDBService.write_predictions,
+    "Write one Arrow IPC batch of prediction records into prediction_log exactly once.",
+)
 
 
 @app.task(name=constants.TASK_REGISTRY_CHANGE, base=DuckDBTask, bind=True)
