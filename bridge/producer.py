@@ -18,6 +18,19 @@ log = logging.getLogger(__name__)
 REJECTS_SHOWN = 50
 
 
+def producer_config(settings: Settings, *, linger_ms: int) -> dict[str, object]:
+    """The config of a features-topic producer (file producer and PushFeatures alike)."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "linger.ms": linger_ms,
+        "compression.type": "lz4",
+        # A retry inside librdkafka (broker restart, lost ack) never writes a message twice.
+        "enable.idempotence": True,
+        "message.max.bytes": settings.max_message_bytes + 4096,
+        "logger": logging.getLogger("bridge.kafka"),
+    }
+
+
 @dataclass
 class ProduceReport:
     """Totals of one producer run."""
@@ -58,16 +71,7 @@ class FileProducer:
         self.settings = settings
         self.rows_per_message = rows_per_message
         self.max_bytes = settings.max_message_bytes
-        self.producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "linger.ms": 20,
-                "compression.type": "lz4",
-                "enable.idempotence": True,
-                "message.max.bytes": settings.max_message_bytes + 4096,
-                "logger": logging.getLogger("bridge.kafka"),
-            }
-        )
+        self.producer = Producer(producer_config(settings, linger_ms=20))
         self._failures: list[str] = []
 
     def _delivered(self, err: KafkaError | None, _msg: object) -> None:

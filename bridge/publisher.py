@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import KafkaError, Producer
 
+from bridge.producer import producer_config
 from featurestore import metrics
 from featurestore.errors import ServiceError
 from featurestore.ingest.sources import Message
@@ -40,19 +41,8 @@ class KafkaEventPublisher:
 
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.features_topic
-        # Idempotent like the file producer: a retry inside librdkafka (broker restart,
-        # lost ack) never writes a message twice.
-        self.producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                # The caller waits for delivery: send at once rather than linger for more.
-                "linger.ms": 0,
-                "compression.type": "lz4",
-                "enable.idempotence": True,
-                "message.max.bytes": settings.max_message_bytes + 4096,
-                "logger": logging.getLogger("bridge.kafka"),
-            }
-        )
+        # The caller waits for delivery: send at once rather than linger for more.
+        self.producer = Producer(producer_config(settings, linger_ms=0))
 
     def publish(self, messages: Sequence[Message], *, timeout_s: float) -> int:
         """Send every message and wait until the broker acknowledged each; events sent."""
