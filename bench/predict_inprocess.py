@@ -51,7 +51,7 @@ def _load(client: redis.Redis) -> None:
     for start in range(0, ENTITIES, 1000):
         entities = [f"bench_e{i}" for i in range(start, start + 1000)]
         updates = [
-            "".join(f"{n}\x1f{micros}\x1f{rng.uniform(0, 100):.3f}\x1e" for n in NAMES)
+            "".join(f"{n}\x1f{micros}\x1f{rng.uniform(0, 100):.3f}\x1f0\x1e" for n in NAMES)
             for _ in entities
         ]
         online.apply_updates(pa.table({"entity_id": entities, "updates": updates}))

@@ -46,7 +46,7 @@ def load(client: redis.Redis, credit: data.CreditData) -> None:
     micros = int(dt.datetime.now(dt.UTC).timestamp() * 1e6)
     packed = [
         "".join(
-            f"{name}\x1f{micros}\x1f{value!r}\x1e"
+            f"{name}\x1f{micros}\x1f{value!r}\x1f0\x1e"
             for name, value in zip(data.FEATURE_NAMES, row.tolist(), strict=True)
         )
         for row in credit.features

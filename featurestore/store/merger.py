@@ -51,7 +51,7 @@ SCHEMA = (
 
 # The newest row wins: by event_timestamp, then the row written last, then the largest value
 # (the same rule as the online store and the training sets).
-_NEWEST = "(event_timestamp, created_at, value)"
+NEWEST = "(event_timestamp, created_at, value)"
 
 MERGE_SQL = f"""
     INSERT INTO latest_features (entity_id, feature_name, value, event_timestamp, created_at)
@@ -59,7 +59,7 @@ MERGE_SQL = f"""
     FROM (
         SELECT entity_id, feature_name,
                arg_max({{'value': value, 'event_timestamp': event_timestamp,
-                         'created_at': created_at}}, {_NEWEST}) AS newest
+                         'created_at': created_at}}, {NEWEST}) AS newest
         FROM features
         WHERE created_at BETWEEN $since AND $through
         GROUP BY entity_id, feature_name)

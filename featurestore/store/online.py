@@ -9,28 +9,43 @@ import pyarrow as pa
 import redis
 
 from featurestore.constants import online_feature_key
+from featurestore.store.merger import NEWEST
 
-# One hash per entity; a field holds "<event_timestamp micros>:<value>". A field is only
-# overwritten by a value at least as new, so batches applied out of order (or twice)
-# still leave the newest value. ARGV[i] packs KEYS[i]'s updates as records
-# "field US micros US value RS" (US = \x1f, RS = \x1e): one string per entity, because
-# encoding one argument per field costs more in the client than the script itself.
+# One hash per entity; a field holds "<event micros>:<value>:<created micros>". A field is
+# only overwritten by a newer value under the rule of the latest-values table and the
+# training sets (featurestore.store.merger.NEWEST): the later event_timestamp, then the
+# later created_at (the row DuckDB wrote last; a redelivered row keeps its first write's),
+# then the larger value. So batches applied in any order, or twice, leave DuckDB's newest
+# value. A value stored without its created micros (written before the rule) counts as
+# older than any other at its event time; one that does not parse is replaced.
+# ARGV[i] packs KEYS[i]'s updates as records "field US micros US value US created RS"
+# (US = \x1f, RS = \x1e): one string per entity, because encoding one argument per field
+# costs more in the client than the script itself.
 _SET_IF_NEWER = """
+local function newer(micros, created, value, stored)
+  local s_micros, s_value, s_created = string.match(stored, '^(-?%d+):([^:]*):?(-?%d*)$')
+  s_micros, s_value, s_created = tonumber(s_micros), tonumber(s_value), tonumber(s_created)
+  if not (s_micros and s_value) then return true end
+  if micros ~= s_micros then return micros > s_micros end
+  if not s_created then return true end
+  if created ~= s_created then return created > s_created end
+  return value > s_value
+end
 local changed = 0
 for i = 1, #KEYS do
-  local fields, micros, values = {}, {}, {}
-  for f, m, v in string.gmatch(ARGV[i], '([^\\31]*)\\31(%-?%d+)\\31([^\\30]*)\\30') do
+  local fields, records = {}, {}
+  for f, m, v, c in string.gmatch(
+      ARGV[i], '([^\\31]*)\\31(%-?%d+)\\31([^\\31]*)\\31(%-?%d+)\\30') do
     fields[#fields + 1] = f
-    micros[#micros + 1] = tonumber(m)
-    values[#values + 1] = m .. ':' .. v
+    records[#records + 1] = {tonumber(m), tonumber(c), tonumber(v), m .. ':' .. v .. ':' .. c}
   end
   local old = redis.call('HMGET', KEYS[i], unpack(fields))
   local updates = {}
   for j = 1, #fields do
-    local stored = old[j]
-    if (not stored) or tonumber(string.match(stored, '^(-?%d+):')) <= micros[j] then
+    local r = records[j]
+    if (not old[j]) or newer(r[1], r[2], r[3], old[j]) then
       updates[#updates + 1] = fields[j]
-      updates[#updates + 1] = values[j]
+      updates[#updates + 1] = r[4]
     end
   end
   if #updates > 0 then
@@ -49,17 +64,20 @@ MAX_FIELDS_PER_RECORD = 500
 
 
 def online_updates_sql(source: str) -> str:
-    """SQL giving, for a table of feature rows, one (entity_id, updates) row per entity
-    chunk: the newest value of each of its features, packed for apply_updates."""
+    """SQL giving, for a table of feature rows with their created_at, one (entity_id, updates)
+    row per entity chunk: the newest value of each of its features, packed for
+    apply_updates."""
     return f"""
     SELECT entity_id,
-           string_agg(feature_name || chr(31) || micros::VARCHAR || chr(31) || value::VARCHAR
-                      || chr(30), '') AS updates
-    FROM (SELECT entity_id, feature_name, value, epoch_us(ts) AS micros,
+           string_agg(feature_name || chr(31) || epoch_us(newest.event_timestamp)::VARCHAR
+                      || chr(31) || newest.value::VARCHAR || chr(31)
+                      || epoch_us(newest.created_at)::VARCHAR || chr(30), '') AS updates
+    FROM (SELECT entity_id, feature_name, newest,
                  (row_number() OVER (PARTITION BY entity_id ORDER BY feature_name) - 1)
                    // {MAX_FIELDS_PER_RECORD} AS part
-          FROM (SELECT entity_id, feature_name, arg_max(value, (event_timestamp, value)) AS value,
-                       max(event_timestamp) AS ts
+          FROM (SELECT entity_id, feature_name,
+                       arg_max({{'value': value, 'event_timestamp': event_timestamp,
+                                 'created_at': created_at}}, {NEWEST}) AS newest
                 FROM {source} GROUP BY entity_id, feature_name))
     GROUP BY entity_id, part
     """
@@ -80,11 +98,11 @@ class OnlineValue:
 
 
 def parse_stored(stored: bytes | str) -> tuple[int, float]:
-    """One hash field's "<event micros>:<value>" as (event micros, value)."""
+    """One hash field's "<event micros>:<value>[:<created micros>]" as (event micros, value)."""
     # int() and float() take bytes: no decode (half the cost of decode_value on a Predict).
     raw = stored if isinstance(stored, bytes) else stored.encode()
-    micros, _, value = raw.partition(b":")
-    return int(micros), float(value)
+    parts = raw.split(b":", 2)
+    return int(parts[0]), float(parts[1])
 
 
 def from_micros(micros: int) -> dt.datetime:

@@ -84,7 +84,7 @@ def _online(client: redis.Redis, values: dict[str, dict[str, float]], at: dt.dat
     """Write through the online store's own update path."""
     micros = int((at - dt.datetime(1970, 1, 1)) / dt.timedelta(microseconds=1))
     updates = [
-        "".join(f"{n}\x1f{micros}\x1f{v!r}\x1e" for n, v in f.items()) for f in values.values()
+        "".join(f"{n}\x1f{micros}\x1f{v!r}\x1f0\x1e" for n, v in f.items()) for f in values.values()
     ]
     OnlineStore(client).apply_updates(pa.table({"entity_id": list(values), "updates": updates}))
 
@@ -330,7 +330,9 @@ def test_refresh_loop_serves_a_new_model_without_a_restart(client: redis.Redis) 
     assert not loop.is_alive()
 
 
-@pytest.mark.parametrize("stored", [b"-1500000:2.5", "-1500000:2.5"])
+@pytest.mark.parametrize(
+    "stored", [b"-1500000:2.5", "-1500000:2.5", b"-1500000:2.5:1700000000000000"]
+)
 def test_stored_values_parse_from_bytes_or_text(stored: bytes | str) -> None:
     micros, value = parse_stored(stored)
     assert (micros, value) == (-1_500_000, 2.5)
