@@ -14,6 +14,7 @@ FeatureStoreError
  +-- ModelNotFoundError     the model is not served (not in production, or not synced)
  +-- MissingFeaturesError   a prediction lacks feature values; names each one
  +-- ArtifactError          a model artifact failed validation; `reason` labels why
+ +-- BackupError            a backup or restore cannot go on; the message says why
 """
 
 
@@ -84,3 +85,7 @@ class ArtifactError(FeatureStoreError):
         # What was judged (set by the sync), so an unchanged refusal is not judged again.
         self.fingerprint = fingerprint
         super().__init__(message)
+
+
+class BackupError(FeatureStoreError):
+    """A backup or restore cannot go on (stack running, checksum, Kafka retention, ...)."""
