@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import grpc
 import numpy as np
 import psutil
 import pyarrow as pa
@@ -39,6 +38,7 @@ from featurestore.constants import online_feature_key
 from featurestore.ingest import write_batch
 from featurestore.progress import Progress
 from featurestore.settings import Settings
+from grpc_server.auth import client_channel
 from grpc_server.generated import featurestore_pb2 as pb
 from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
 from tasks.app import configure
@@ -165,7 +165,7 @@ def online(settings: Settings, repo: Path, feast: bool) -> dict[str, Any]:
     (who goes first alternates), values compared every tenth call; then Feast's SDK
     in-process for 100 entities."""
     rng = random.Random(11)
-    channel = grpc.insecure_channel(f"localhost:{settings.grpc_port}")
+    channel = client_channel(settings, f"localhost:{settings.grpc_port}")
     stub = pb_grpc.FeatureStoreStub(channel)
     samples: dict[str, list[float]] = {
         "one_ours": [],

@@ -37,6 +37,7 @@ from featurestore.constants import online_feature_key
 from featurestore.logs import setup_logging
 from featurestore.progress import Progress
 from featurestore.settings import Settings
+from grpc_server.auth import client_channel
 from grpc_server.generated import featurestore_pb2 as pb
 from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
 from grpc_server.generated import grpc_predict_v2_pb2 as oip
@@ -129,7 +130,7 @@ def infer_request(stub: oip_grpc.GRPCInferenceServiceStub, row: np.ndarray) -> A
 
 def measure(settings: Settings, credit: data.CreditData) -> dict[str, Any]:
     """Every gRPC measurement, on one channel per kind of call."""
-    channel = grpc.insecure_channel(client.address(settings))
+    channel = client_channel(settings, client.address(settings))
     stub = pb_grpc.FeatureStoreStub(channel)
     health = health_pb2_grpc.HealthStub(channel)
     infer_stub = oip_grpc.GRPCInferenceServiceStub(channel)

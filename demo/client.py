@@ -11,6 +11,7 @@ import numpy as np
 
 from featurestore.errors import ServiceError
 from featurestore.settings import Settings
+from grpc_server.auth import client_channel
 from grpc_server.generated import featurestore_pb2 as pb
 from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
 
@@ -26,7 +27,7 @@ def address(settings: Settings) -> str:
 
 def connect(settings: Settings) -> tuple[grpc.Channel, pb_grpc.FeatureStoreStub]:
     """A channel to the gRPC server and the FeatureStore stub on it."""
-    channel = grpc.insecure_channel(address(settings))
+    channel = client_channel(settings, address(settings))
     return channel, pb_grpc.FeatureStoreStub(channel)
 
 

@@ -21,6 +21,7 @@ from featurestore.serving.prediction_log import PredictionSink
 from featurestore.serving.runtime import ModelCache
 from featurestore.serving.service import Serving
 from featurestore.settings import Settings
+from grpc_server.auth import server_credentials, server_interceptors
 from grpc_server.generated import featurestore_pb2 as pb
 from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
 from grpc_server.inference import add_inference_service
@@ -68,7 +69,8 @@ def build_server(
     limit = settings.grpc_max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
-        interceptors=[MetricsInterceptor()],
+        # The token check first: it decides per call, the metrics one caches per method.
+        interceptors=[*server_interceptors(settings), MetricsInterceptor()],
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -93,7 +95,12 @@ def build_server(
     )
     names = [SERVICE_NAME, inference, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    credentials = server_credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     return server, port, health_servicer
 
 
@@ -163,7 +170,12 @@ def run_grpc(
     readiness = Readiness(serving, models)
     server, port, health_servicer = build_server(settings, serving, models, readiness)
     server.start()
-    log.info("grpc_start port=%d", port)
+    log.info(
+        "grpc_start port=%d tls=%s token=%s",
+        port,
+        settings.grpc_tls_cert is not None,
+        settings.grpc_auth_token is not None,
+    )
     start_background(settings, models, readiness, health_servicer, stop)
     stop.wait()
     server.stop(grace=5).wait()

@@ -18,6 +18,7 @@ from google.protobuf.json_format import MessageToDict
 
 from featurestore.errors import ServiceError, ValidationError
 from featurestore.settings import Settings
+from grpc_server.auth import client_channel
 from grpc_server.generated import featurestore_pb2 as pb
 from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
 
@@ -30,7 +31,7 @@ def _address(settings: Settings) -> str:
 
 def _call(settings: Settings, command: str, rpc: Callable[[pb_grpc.FeatureStoreStub], Any]) -> Any:
     """Run one call on a fresh channel; a failed call becomes a one-line message and None."""
-    with grpc.insecure_channel(_address(settings)) as channel:
+    with client_channel(settings, _address(settings)) as channel:
         try:
             return rpc(pb_grpc.FeatureStoreStub(channel))
         except grpc.RpcError as exc:

@@ -17,6 +17,7 @@ from featurestore.reads.reader import Reader
 from featurestore.serving.runtime import ModelCache
 from featurestore.serving.service import Serving
 from featurestore.settings import Settings
+from grpc_server.auth import client_channel
 from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
 from grpc_server.main import build_server, build_serving
 from grpc_server.startup import Readiness
@@ -57,7 +58,8 @@ def running_server(
     readiness = Readiness(serving, models)
     server, port, health_servicer = build_server(local, serving, models, readiness)
     server.start()
-    channel = grpc.insecure_channel(f"localhost:{port}")
+    # TLS and the bearer token when the settings ask for them, as the CLI's clients do.
+    channel = client_channel(local, f"localhost:{port}")
     try:
         grpc.channel_ready_future(channel).result(timeout=30)
         yield Running(
