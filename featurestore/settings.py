@@ -6,11 +6,12 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from featurestore import constants
+from featurestore import constants, credentials
 
 # Azurite's well-known development account: a public constant, not a secret.
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -76,7 +77,17 @@ class Settings(BaseSettings):
     kafka_security: dict[str, str | SecretStr] = Field(default_factory=dict)
 
     # Redis (Celery broker, result backend, online store, model artifacts)
-    redis_url: str = "redis://localhost:6379/0"
+    # After validation it carries the password, so every client built from it authenticates;
+    # repr=False keeps it out of the settings' repr. rediss:// for TLS (README, "Security").
+    redis_url: str = Field(default="redis://localhost:6379/0", repr=False)
+    # Unless the URL has one; None: for a Redis on loopback, the one generated into
+    # <state_dir>/secrets/redis-password. Empty: no password (not for production).
+    redis_password: SecretStr | None = None
+    # A Redis this project starts for a rediss:// URL serves TLS with this certificate and key;
+    # clients check the server's certificate against redis_tls_ca_file (PEM files).
+    redis_tls_cert_file: Path | None = None
+    redis_tls_key_file: Path | None = None
+    redis_tls_ca_file: Path | None = None
     redis_start_timeout_s: float = 20.0
 
     # Azure Blob Storage; the default is Azurite on loopback.
@@ -165,6 +176,11 @@ class Settings(BaseSettings):
     # When set, every call but grpc.health.v1 must carry "authorization: Bearer <token>".
     grpc_auth_token: SecretStr | None = None
     flower_port: int = 5555
+    # Flower's basic auth; no password: the one generated into <state_dir>/secrets/.
+    flower_user: str = "fstore"
+    flower_password: SecretStr | None = None
+    # Where every program's /metrics listens: loopback unless Prometheus runs elsewhere.
+    metrics_host: str = "127.0.0.1"
     metrics_port_worker: int = 9101
     metrics_port_bridge: int = 9102
     metrics_port_grpc: int = 9103
@@ -223,6 +239,30 @@ class Settings(BaseSettings):
         if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
             raise ValueError("FSTORE_GRPC_TLS_CERT and FSTORE_GRPC_TLS_KEY go together: set both")
         return self
+
+    @model_validator(mode="after")
+    def _resolve_redis_password(self) -> Settings:
+        """Put the password (given, in the URL, or the local stack's) into redis_url."""
+        # The URL's wins: a dump of these settings (model_dump_json) masks redis_password
+        # but keeps the URL whole, and must load back as the same settings.
+        password = credentials.url_password(self.redis_url)
+        if password is None and self.redis_password is not None:
+            password = self.redis_password.get_secret_value()
+        if password is None and credentials.is_loopback_host(urlsplit(self.redis_url).hostname):
+            password = credentials.local_secret(self.state_dir, credentials.REDIS_PASSWORD)
+        self.redis_password = None if password is None else SecretStr(password)
+        self.redis_url = credentials.redis_url_with(
+            self.redis_url, password or None, self.redis_tls_ca_file
+        )
+        return self
+
+    def flower_basic_auth(self) -> str:
+        """Flower's "user:password" (the generated password unless one is set)."""
+        if self.flower_password is not None:
+            password = self.flower_password.get_secret_value()
+        else:
+            password = credentials.local_secret(self.state_dir, credentials.FLOWER_PASSWORD)
+        return f"{self.flower_user}:{password}"
 
     def kafka_client_config(self) -> dict[str, str]:
         """bootstrap.servers and the security options, for any confluent-kafka client."""

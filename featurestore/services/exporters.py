@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from featurestore import credentials
 from featurestore.services import _http, _proc
 from featurestore.services.base import ManagedService
 
@@ -34,8 +35,15 @@ class RedisExporterService(ManagedService):
         return match.group(1) if match else ""
 
     def env(self) -> dict[str, str]:
-        # The URL may hold a password: passed in the environment, never on the command line.
-        return {"REDIS_ADDR": self.settings.redis_url}
+        # Secrets go in the environment, never on the command line, and apart from the
+        # address, which the exporter may log.
+        env = {"REDIS_ADDR": credentials.without_secrets(self.settings.redis_url)}
+        password = self.settings.redis_password
+        if password is not None and password.get_secret_value():
+            env["REDIS_PASSWORD"] = password.get_secret_value()
+        if self.settings.redis_tls_ca_file is not None:
+            env["REDIS_EXPORTER_TLS_CA_CERT_FILE"] = str(self.settings.redis_tls_ca_file)
+        return env
 
     def command(self) -> list[str]:
         binary = _proc.require_program(
