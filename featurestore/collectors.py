@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 
 class BulkHistogram(Collector):
     """A histogram without labels fed with numpy arrays: observe_many counts a batch's
-    thousands of rows with one searchsorted and one bincount, where Histogram.observe
-    takes a lock per value (10k values, 14 buckets: 0.064 ms against 14 ms)."""
+    thousands of rows with one searchsorted and one bincount, far faster than
+    Histogram.observe, which takes a lock per value (README, Benchmarks)."""
 
     def __init__(
         self,

@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     worker_pool: Literal["last_idle", "celery"] = "last_idle"  # tasks.thread_pool or Celery's
     read_result_store: Literal["one_trip", "celery"] = "one_trip"  # tasks.result_backend
     # DuckDB's own threads per query. One: the service runs many small queries side by side
-    # on few cores, and a second thread added 0.4 ms of hand-over to a 0.6 ms point read.
+    # on few cores, and a second thread added hand-over time to a point read (README, Benchmarks).
     duckdb_threads: int = 1
     # How often new rows are folded into the latest-values table (its staleness bound).
     latest_merge_interval_s: float = 1.0

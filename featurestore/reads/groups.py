@@ -1,9 +1,10 @@
 """Reads of one read_many task that share their SQL run as one statement.
 
 At concurrency 50 most reads of a batch are the same statement with other parameters (the
-latest features of 50 entities). Each statement costs DuckDB about 0.6 ms to plan and run
-and 0.2 ms to hand over as Arrow, whatever its size; as branches of one UNION ALL, tagged with
-their position and split apart afterwards, 25 of them cost 0.48 ms each in all.
+latest features of 50 entities). Each statement has a fixed cost in DuckDB to plan, run and
+hand over as Arrow, whatever its size; as branches of one UNION ALL, tagged with their
+position and split apart afterwards, they cost less in all than that cost once each
+(README, Benchmarks; `make bench-speedups` measures the whole gain).
 
 A group is formed only where the result cannot differ from running each read alone:
 - the same SQL text, and positional parameters of the same DuckDB types (so every branch has
@@ -14,8 +15,8 @@ A group is formed only where the result cannot differ from running each read alo
 - a statement whose column names are known, from an earlier lone run, and unique (a star
   over a subquery would rename a repeated name);
 - a statement of at most 4 KB that passed the read-only guard; the combined statement is
-  that statement between fixed text, so it is not parsed again (a 15 KB statement 50 times
-  took the guard 1.7 s).
+  that statement between fixed text, so it is not parsed again (checked once per branch, a
+  long statement cost the guard far more than the reads themselves).
 Anything else, and any group whose statement fails, runs read by read, so each read keeps
 its own result or its own error. A group runs until the latest deadline of its reads (each
 read's is its caller's, or the service's time limit, featurestore.reads.limits); when that

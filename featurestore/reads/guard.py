@@ -13,9 +13,10 @@ MAX_SQL_BYTES. The server's own reads of files (training sets) use its cursor di
 Functions that build a value to a size one of their arguments gives (repeat, lpad, rpad,
 range and generate_series as lists, format and printf widths, ...) must get that size from
 literals, and build at most MAX_BUILT_BYTES: DuckDB builds such a value in one call, outside
-its memory limit and beyond the reach of an interrupt (`repeat('x', 1e9)` held 1.9 GiB for
-4.6 s). What ordinary functions compose out of values (a concatenation nested through
-subqueries, replace() inside replace()) is not bounded here (README, "Reads").
+its memory limit and beyond the reach of an interrupt (`repeat('x', 1e9)` held gigabytes
+for seconds: README, Benchmarks). What ordinary functions compose out of values (a
+concatenation nested through subqueries, replace() inside replace()) is not bounded here
+(README, "Reads").
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The wire format of read results: rows in msgpack for small results of simple types, Arrow
 IPC for the rest.
 
-A small read's cost is mostly fixed: handing a result over as Arrow costs DuckDB about 0.2 ms
-however few its rows, and the caller another 0.1 ms to decode it and make Python rows of it.
+A small read's cost is mostly fixed: handing a result over as Arrow costs DuckDB the same
+however few its rows, and the caller more again to decode it and make Python rows of it.
 Fetched as Python rows and packed with msgpack, the latest features of an entity (ten rows)
-take a third of that. Large results, and results with a column of any other type, still
-travel as Arrow IPC, whose cost grows more slowly with the rows.
+take a fraction of that (README, Benchmarks). Large results, and results with a column of
+any other type, still travel as Arrow IPC, whose cost grows more slowly with the rows.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from featurestore.arrow_ipc import decode_table as decode_arrow
 from featurestore.arrow_ipc import encode_table
 from featurestore.errors import ServiceError
 
-# At most this many rows of a read travel as msgpack rows: past about 100 rows (four columns,
-# one a timestamp) Arrow costs the DuckDB service less.
+# At most this many rows of a read travel as msgpack rows: past that (four columns, one a
+# timestamp) Arrow cost the DuckDB service less (README, Benchmarks).
 MAX_ROWS = 100
 
 # DuckDB types that travel as rows, with the Arrow type DuckDB exports each as.

@@ -2,18 +2,17 @@
 
 One pivot per (entity, event time) holding every asked feature's value at that time, each
 feature carried forward through the entity's later event times, then ONE ASOF JOIN; where
-a join per feature cost ten scans, ten GROUP BYs and ten joins. Measured on 1M spine rows x
-10 features over 10M history rows, DuckDB on one thread: 2.5-3.1 s of CPU against
-10.3-10.9 s (bench/training_alternatives.py, README "Training sets").
+a join per feature cost ten scans, ten GROUP BYs and ten joins, and several times the CPU
+(bench/training_alternatives.py, 1M spine rows x 10 features over 10M history rows, DuckDB
+on one thread; README, Benchmarks).
 
 The spine can be split by a hash of the entity into parts, each built by a thread on a
 cursor of its own, so that a batch job gets more cores while DuckDB's `threads` (global to
-the database) stays at one for every other query. On this shared 2-core machine (load 6-12
-from other sessions) one part was faster, in three runs of that benchmark: 2.7-3.1 s of
-wall time against 3.5-4.0 s for two parts (each part rescans the history: 0.5-0.7 s more
-CPU), and the service's point read during the build did no better beside two parts (p50
-0.60 ms, p99 37 ms) than beside one part on two DuckDB threads (0.57 ms, 14 ms; 0.46 ms and
-5.5 ms with nothing running). Hence PARTS = 1; more parts pay only where cores sit idle.
+the database) stays at one for every other query. On this shared 2-core machine one part
+was faster in wall time than two, in three runs of that benchmark (each part rescans the
+history, so two cost more CPU), and the service's point read during the build did no better
+beside two parts than beside one part on two DuckDB threads (README, Benchmarks). Hence
+PARTS = 1; more parts pay only where cores sit idle.
 """
 
 from __future__ import annotations
@@ -114,7 +113,8 @@ def _carried(
     """The relation to join: training_events with each feature's latest value (and its
     event time, for a max age) carried forward. When every row already has every feature
     (features written together, as a pipeline writes them), nothing needs carrying and
-    training_events is used as it is: the window costs 0.66 of the 3.3 s of CPU measured."""
+    training_events is used as it is: the window is a sizeable share of the build's CPU
+    (README, Benchmarks)."""
     complete = " AND ".join(f"v{k} IS NOT NULL" for k in range(len(features)))
     gaps = cur.execute(f"SELECT count(*) FROM training_events WHERE NOT ({complete})")
     if not gaps.fetchall()[0][0]:
@@ -141,7 +141,7 @@ def _settle_ties(cur: duckdb.DuckDBPyConnection, features: list[str]) -> None:
     """Recompute with the whole rule (written last, then the largest value) the rows of
     training_events where a feature has several events at one time: arg_max by created_at
     alone may pick any of those written together. Ordering by (created_at, value) for every
-    group instead cost 1.7x the whole pivot's time (6.5 s against 3.8 s of CPU, measured)."""
+    group instead made the whole pivot much slower (README, Benchmarks)."""
     present = " + ".join(f"(v{k} IS NOT NULL)::BIGINT" for k in range(len(features)))
     cur.execute(
         f"CREATE OR REPLACE TEMP TABLE training_ties AS SELECT entity_id, event_timestamp "

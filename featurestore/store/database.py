@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Store.read takes Arrow from an executed statement: for small results it costs 0.2 ms less
-# than the relation API that this warning recommends, and the same for large ones.
+# Store.read takes Arrow from an executed statement: for small results it costs less than
+# the relation API that this warning recommends, and the same for large ones (README, Benchmarks).
 ARROW_COPY_WARNING = "Arrow output on a DB-API result"
 warnings.filterwarnings("ignore", message=ARROW_COPY_WARNING, category=UserWarning)
 
@@ -41,9 +41,9 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS features (
         entity_id TEXT, feature_name TEXT, value DOUBLE,
         event_timestamp TIMESTAMP, created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
-    # An index on entity_id made an entity's history a 1.6 ms read on 10M rows (60 ms by a
-    # scan), for 20 bytes of memory and 0.2 us of insert time per row. The latest values,
-    # the read that needed it, come from latest_features (featurestore.store.merger) instead.
+    # An index on entity_id made an entity's history a fast read instead of a scan, but
+    # cost memory and insert time on every row (README, Benchmarks). The latest values, the read
+    # that needed it, come from latest_features (featurestore.store.merger) instead.
     "DROP INDEX IF EXISTS features_entity",
     # One row per committed write batch: the Kafka offsets it covered.
     """CREATE TABLE IF NOT EXISTS ingested_batches (

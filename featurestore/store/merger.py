@@ -1,11 +1,12 @@
 """The latest-values table: the newest value of every (entity, feature), kept off the write
 path by a merger thread of the DuckDB service.
 
-Reading an entity's events from `features` costs about 30 us per stored row (each row is
-fetched from its own row group), so that read slows down as an entity's history grows. Here
-an entity has one row per feature. Folding rows in as they are written, inside the write
-transaction, costs 4-8 us per row in DuckDB's upsert, half the ingest budget; the merger
-folds every new row in one upsert per interval instead, after the writes have committed.
+Reading an entity's events from `features` costs a fetch per stored row (each row is fetched
+from its own row group), so that read slows down as an entity's history grows. Here an
+entity has one row per feature. Folding rows in as they are written, inside the write
+transaction, took a large share of the ingest budget in DuckDB's upsert (README, Benchmarks); the
+merger folds every new row in one upsert per interval instead, after the writes have
+committed.
 
 What the merger has folded in is recorded in `latest_state` in the same transaction as the
 upsert, so a restart (or a kill) resumes where the last merge committed. Its watermark is
@@ -33,8 +34,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA = (
     # Uncompressed: a read fetches an entity's rows one by one, and each fetch from a
-    # compressed segment decodes a vector of it (0.45-0.6 ms a read against 0.72-0.93 ms on
-    # 2M pairs); the table is about twice the size.
+    # compressed segment decodes a vector of it, so reads were slower compressed; the table
+    # is larger (README, Benchmarks).
     """CREATE TABLE IF NOT EXISTS latest_features (
         entity_id TEXT NOT NULL USING COMPRESSION uncompressed,
         feature_name TEXT NOT NULL USING COMPRESSION uncompressed,
@@ -72,10 +73,9 @@ MERGE_SQL = f"""
 """
 
 
-# Rows folded in per merge at most: a merge's memory grows with its rows (a 650k-row merge
-# took the worker from 400 to 520 MiB), and a merger that falls behind catches up in steps.
-# In the 2M-event ingest benchmark the worker peaked at 464-523 MiB with 100k-row steps and
-# 449-458 MiB with 50k, the table as far behind at the end (0.9-2.0 s against 1.1-1.3 s).
+# Rows folded in per merge at most: a merge's memory grows with its rows, and a merger that
+# falls behind catches up in steps. In `make bench-ingest` smaller steps lowered the
+# worker's peak and left the table no further behind at the end (README, Benchmarks).
 MAX_ROWS = 50_000
 
 # Before the first merge (and the first write): every row is new.
@@ -206,7 +206,7 @@ class Merger:
                         self._oldest_unmerged = since
                     self._done.notify_all()
             # Gathers an interval's writes into one upsert, whose cost per row falls as it
-            # grows (7 us per row at 10k rows, 2 us at 100k).
+            # grows (README, Benchmarks).
             self._stop.wait(self._interval_s)
 
     def _merge_once(self) -> bool:

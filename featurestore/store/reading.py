@@ -4,9 +4,10 @@ A small result of simple types is fetched as Python rows (featurestore.reads.res
 Anything else is read again as a stream of Arrow record batches, counted as they come, so a
 result past a limit stops at the first batch beyond it and is never built whole: DuckDB's
 Arrow export of an executed result (to_arrow_table, to_arrow_reader) first takes every row
-out of the result (a 200M-row range held 220-440 MiB after 0.5 s), where a relation's
-reader streams (3 MiB). Running the statement again costs such reads one more execution;
-the hot reads (the latest features of an entity, a few rows) never take this path.
+out of the result (a huge range held hundreds of MiB at once), where a relation's reader
+streams in a few (README, Benchmarks). Running the statement again costs such reads one
+more execution; the hot reads (the latest features of an entity, a few rows) never take
+this path.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from featurestore.reads.limits import ReadLimits
 from featurestore.store.memory import Memory
 
 # Rows of one Arrow batch: what a result can run past its limits before it stops. One DuckDB
-# vector: a batch of long rows holds as much again as the vector (2048 rows of 60 KB, 120
-# MiB; 16384 such rows were a 1 GiB batch). 1M rows of four columns came in 0.13-0.18 s
-# whether batches held 2048 or 16384 rows (0.12-0.21 s), 0.19 s by to_arrow_table.
+# vector: a batch of long rows holds as much again as the vector (rows joined to a large
+# built value made a 16384-row batch huge), and small batches fetched a million plain rows
+# as fast as large ones or to_arrow_table (README, Benchmarks).
 BATCH_ROWS = 2048
 
 Params = list[object] | dict[str, object] | None
@@ -38,7 +39,8 @@ def run(
 ) -> result_format.Result:
     """The result of one SELECT: as rows when it has at most `as_rows_up_to` rows of simple
     types, else as Arrow; ReadLimitError past the limits' rows or bytes."""
-    # execute() plans once; sql() builds a relation first, 0.2 ms more per read.
+    # execute() plans once; sql() builds a relation first, which costs every read more
+    # (README, Benchmarks: read path).
     result = cur.execute(sql, params)
     if result.description is None:
         raise QueryError("the statement gave no result")

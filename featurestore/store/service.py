@@ -70,7 +70,8 @@ class DuckDBService:
         self.latest = Merger(self.store.cursor, settings.latest_merge_interval_s)
         self.latest.start()
         # The scrape thread's own session; SampledGauge calls it under its lock, at most
-        # every 30 s (duckdb_tables() answers in 0.7 ms: sizes are kept, not counted).
+        # every 30 s (duckdb_tables() answers quickly: sizes are kept, not counted; README,
+        # Benchmarks).
         self._stats = self.store.cursor().cursor()
         metrics.DUCKDB_TABLE_ROWS.set_source(self._table_rows)
         metrics.DUCKDB_FILE_BYTES.set_function(self._file_bytes)

@@ -3,10 +3,10 @@
 A read registers its cursor and its deadline before it runs and leaves when it ends. The
 thread sleeps until the earliest deadline and interrupts the reads still running past it
 (DuckDB stops the query at its next vector, and the read's call raises). One thread with a
-heap of deadlines, rather than a timer per read: watching costs a heap push and a flag, 2 us
-alone, where a threading.Timer started and cancelled costs 66 us p50 and 3.7 ms p99. On the
-in-process latest read (bench/read_watchdog.py, three runs, same run each): p50 0.401-0.416
-ms plain, 0.411-0.426 ms watched, 0.601-0.612 ms with a timer per read.
+heap of deadlines, rather than a timer per read: watching costs a heap push and a flag, far
+less than a threading.Timer started and cancelled. On the in-process latest read
+(bench/read_watchdog.py) a watched read is within noise of a plain one, and a timer per
+read makes it clearly slower (README, Benchmarks).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 _COMPACT_SLACK = 1024
 # A stopped read is interrupted again this often until it ends: DuckDB drops an interrupt
 # that lands between two statements of a read (a new statement clears it), and a read whose
-# statement started just after the interrupt ran 5 s past its deadline in the hostile-read
-# test.
+# statement started just after the interrupt ran seconds past its deadline in the
+# hostile-read test (README, Benchmarks).
 REFIRE_S = 0.05
 
 
