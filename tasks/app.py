@@ -41,10 +41,11 @@ def configure(settings: Settings) -> Celery:
         task_default_queue="celery",
         # No ack emulation: a message is gone from Redis once a worker takes it. Emulation
         # keeps every message in an "unacked" hash until acknowledged, two more Redis round
-        # trips per task (0.5 ms of the worker's 1.2 ms for a trivial task), and gives it back
-        # only after a visibility timeout. Nothing relies on it: the bridge resends a write
-        # batch that gets no result (the writer skips what it already committed), and every
-        # other caller waits for its result and gets a timeout error instead.
+        # trips per task (a large share of a trivial task's worker time: README,
+        # Benchmarks), and gives it back only after a visibility timeout. Nothing relies on
+        # it: the bridge resends a write batch that gets no result (the writer skips what it
+        # already committed), and every other caller waits for its result and gets a
+        # timeout error instead.
         task_acks_late=False,
         worker_prefetch_multiplier=1,
         broker_transport_options={"ack_emulation": False},

@@ -131,8 +131,9 @@ def skew_report(
     return asdict(self.service.skew(request))
 
 
-# Reads send no task events: at hundreds a second their three events each cost a third of
-# the worker's time per read. fstore_reads_total and fstore_read_seconds count them instead.
+# Reads send no task events: at hundreds a second their three events took a large share of
+# the worker's time per read (README, Benchmarks: read path). fstore_reads_total and
+# fstore_read_seconds count them instead.
 @app.task(name=constants.TASK_READ_MANY, send_events=False, base=DuckDBTask, bind=True)
 def read_many(self: DuckDBTask, requests: list[tuple[str, Any]]) -> list[bytes | tuple[str, str]]:
     """Run several reads, each (sql, params) or (sql, params, deadline in time.time()

@@ -1,8 +1,8 @@
 """Tasks of the model-sync worker: thin wrappers around featurestore.serving.sync.
 
 Every worker imports this module (tasks.app's include). The sync and ONNX Runtime are
-imported only where the task runs, the model-sync worker: imported here they would add
-37 MiB to the DuckDB service's RSS (measured after import), which never syncs.
+imported only where the task runs, the model-sync worker: imported here they would add tens
+of MiB to the DuckDB service's RSS (measured after import; README, Benchmarks), which never syncs.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Before it stores a result, Celery's key-value backend reads the one already stored and keeps
 a success there, so that a lost task run again cannot overwrite it. A read that runs again
 gives an equally valid result (or fails, and its caller has long had the first result), and
-the guard costs one more Redis round trip on every read's path (0.3 ms of a 3-4 ms read at
-concurrency 1 when it was measured), so reads skip it. Every other task keeps it.
+the guard costs one more Redis round trip on every read's path (a noticeable share of a
+read at concurrency 1: README, Benchmarks), so reads skip it. Every other task keeps it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Celery's thread pool is a ThreadPoolExecutor, whose idle threads all wait on one queue and
 take tasks in turn. With 51 threads and one read at a time, every read then ran on a thread
 (and its DuckDB cursor) that had been idle for 50 reads: DuckDB's work for a latest read
-cost 0.75-0.95 ms of CPU against 0.57-0.60 ms when two threads took turns. Here idle
+cost clearly more CPU than when two threads took turns (README, Benchmarks). Here idle
 threads form a stack, so a lone reader keeps meeting the same warm thread, and a burst still
 spreads over every thread.
 """

@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 50
 # Batches of one process in flight at once. While they are, new reads wait and go together
 # in the next batch: at concurrency 50, unbounded dispatch sent batches of two or three
-# reads, and a task costs the worker about 1 ms whatever it holds. 2 measured 1,500-1,600
-# reads/s against 1,260-1,300 with 4 (2 cores), the same at concurrency 1.
+# reads, and a task costs the worker about the same whatever it holds. 2 gave more reads/s
+# than 4 (2 cores), and the same at concurrency 1 (README, Benchmarks: read path).
 MAX_IN_FLIGHT = 2
 # A batch waits this long at most for a slot, then goes anyway: slots held by tasks that will
 # never be answered (lost with a killed worker) must not stall this process's reads.
@@ -180,7 +180,7 @@ class Coalescer:
             self._in_flight[task_id] = _Batch(reads, time.monotonic() + timeout, holds_slot)
         try:
             # A short argsrepr (what Flower and logs show) spares Celery a safe repr of every
-            # statement and parameter of the batch (0.1-0.2 ms per batch here).
+            # statement and parameter of the batch (README, Benchmarks: read path).
             message = self.app.amqp.create_task_message(
                 task_id,
                 constants.TASK_READ_MANY,
