@@ -29,14 +29,13 @@ from featurestore.settings import Settings
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.02
-# A step takes one call (about 15 us to encode and produce a 10-feature record), then, when
-# more wait, sleeps, so that a serving thread waiting for the GIL (its Redis reply came
-# while this one worked) takes it; otherwise that thread waits until this one blocks, up to
-# the 5 ms switch interval. bench/prediction_log_cost.py, seven runs of in-process Predict
-# back to back (the worst case: the serving thread always wants the GIL), p99 added: one
-# call per step +0.00 to +1.00 ms (median +0.21), 8 per step median +0.53, 32 without
-# sleeping median +0.76; the price is p50 +0.08-0.11 ms in that bench (a GIL hand-over per
-# call), and the thread drains at most about 6,000 calls/s while it has a backlog.
+# A step takes one call (encoding and producing one record), then, when more wait, sleeps,
+# so that a serving thread waiting for the GIL (its Redis reply came while this one worked)
+# takes it; otherwise that thread waits until this one blocks, up to the 5 ms switch
+# interval. In `make bench-prediction-log` (in-process Predict back to back, the worst case:
+# the serving thread always wants the GIL) one call per step added least to Predict's p99,
+# against 8 per step and 32 without sleeping; the price is a little p50 (a GIL hand-over
+# per call) and a bounded drain rate while a backlog waits (README, Benchmarks).
 CALLS_PER_STEP = 1
 YIELD_S = 0.0001
 UNDELIVERED_LOG_EVERY_S = 10.0

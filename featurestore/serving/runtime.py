@@ -41,12 +41,12 @@ def session_options() -> ort.SessionOptions:
     """ONNX Runtime options for one-row requests served by many threads at once."""
     options = ort.SessionOptions()
     # bench/ort_options.py, 2 cores, 6-feature models (linear, sklearn logistic, GBM of
-    # 100 trees): one row takes 5.6-7.7 us p50 whatever the threads, execution mode or
-    # graph optimisation (all within x1.08 of the fastest, except intra=2 without spinning
-    # at x2.0 on the GBM). One intra-op thread means no thread pool: no pool threads spinning
-    # on the 2 cores that the gRPC threads need, and calls from several request threads run
-    # side by side. The cost: 100 GBM rows take 87 us p50 against 54 us with 2 threads
-    # (p99 172 vs 551 us), far inside Predict's budget. Parallel execution: x1.03-1.07.
+    # 100 trees): one row costs about the same whatever the threads, execution mode or
+    # graph optimisation (except two intra-op threads without spinning: far slower on the
+    # GBM). One intra-op thread means no thread pool: no pool threads spinning on the 2
+    # cores that the gRPC threads need, and calls from several request threads run side by
+    # side. The cost: 100 GBM rows are slower at p50 than with 2 threads (faster at p99),
+    # far inside Predict's budget; parallel execution gained nothing (README, Benchmarks).
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -94,9 +94,8 @@ class Serving:
         check_entity_ids(entity_ids, field, self.max_entities)
         names = list(feature_names)
         # Not a transaction: each hash is read atomically, and entities are written
-        # independently anyway. MULTI bought nothing and cost one entity 0.006-0.009 ms
-        # (HMGET pipeline p50 0.046-0.050 ms against 0.055-0.057 with MULTI, local Redis,
-        # 2,000 calls; equal at 100 entities, 0.76-0.96 ms).
+        # independently anyway. MULTI bought nothing and made a one-entity read slower
+        # (equal at 100 entities; README, Benchmarks).
         pipe = self.client.pipeline(transaction=False)
         for entity_id in entity_ids:
             key = online_feature_key(entity_id)
