@@ -1,6 +1,8 @@
 """Server interceptor timing every unary call by service, method and status code
 (fstore_grpc_request_seconds); streaming calls (health Watch, reflection) pass untimed,
-their length is the client's choice."""
+their length is the client's choice. A unary request that does not decode (a string field
+that is not UTF-8, bytes that are not the message) is INVALID_ARGUMENT, where gRPC itself
+answers INTERNAL."""
 
 from __future__ import annotations
 
@@ -10,12 +12,37 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from prometheus_client import Histogram
 
 from featurestore import metrics
+from featurestore.errors import ValidationError
+from grpc_server.status import status_for
 
 Handler = Any  # grpc.RpcMethodHandler (grpc has no type hints)
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+class _Undecodable:
+    """What a request that did not decode is handed to the handler as."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The deserializer, giving _UNDECODABLE instead of raising (which gRPC answers with
+    INTERNAL, a server fault, before any handler runs)."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _UNDECODABLE
+
+    return deserialize
 
 
 def _split(full_method: str) -> tuple[str, str]:
@@ -55,7 +82,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return handler
         wrapped = grpc.unary_unary_rpc_method_handler(
             self._timed(full_method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_lenient(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
         with self._lock:
@@ -73,10 +100,13 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def _timed(self, full_method: str, behavior: Behavior) -> Behavior:
         service, method = _split(full_method)
+        undecodable = f"the request is not a valid {method} message (strings must be UTF-8)"
 
         def timed(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
             try:
+                if request is _UNDECODABLE:
+                    context.abort(*status_for(ValidationError(undecodable)))
                 response = behavior(request, context)
             except BaseException:
                 # context.abort raised after setting the code; anything else is UNKNOWN.

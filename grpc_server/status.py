@@ -50,12 +50,24 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
+# The status text travels in the trailing metadata, which a gRPC client refuses past 16 KiB
+# (a text naming a 100k-character model id reached the client as RESOURCE_EXHAUSTED
+# "Stream removed"); a non-ASCII character takes up to 12 bytes there, percent-encoded.
+MAX_DETAILS_CHARS = 1024
+
+
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The code and client-safe message for an exception raised by the serving logic."""
     for error_type, code, message in STATUS_BY_ERROR:
         if isinstance(exc, error_type):
-            return code, str(exc) if message is None else message
+            return code, _bounded(str(exc)) if message is None else message
     return grpc.StatusCode.INTERNAL, "internal error"
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_DETAILS_CHARS:
+        return text
+    return f"{text[:MAX_DETAILS_CHARS]}... ({len(text) - MAX_DETAILS_CHARS} more characters)"
 
 
 def check_deadline(context: grpc.ServicerContext) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,41 @@ def test_two_model_artifacts_are_ambiguous() -> None:
 def test_input_width_message_names_both_widths() -> None:
     with pytest.raises(ArtifactError, match="takes 4 features, the registry 3"):
         _load({"onnx": om.linear_classifier(4)})
+
+
+def test_every_truncation_of_an_artifact_is_refused() -> None:
+    # A download cut short (or a blob uploaded in part): no prefix loads, whatever its cut.
+    onnx, scaler = om.linear_classifier(3), om.scaler_json(MEAN, SCALE)
+    pickled = pickle.dumps(Predictor())
+    for cut in range(len(onnx)):
+        with pytest.raises(ArtifactError):
+            _load({"onnx": onnx[:cut]})
+    for cut in range(len(scaler)):
+        with pytest.raises(ArtifactError):
+            _load({"onnx": onnx, "json": scaler[:cut]})
+    for cut in range(len(pickled)):
+        with pytest.raises(ArtifactError):
+            _load({"pkl": pickled[:cut]}, allow_pickle=True)
+
+
+class _Touch:
+    """A pickle that creates a file when it is loaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return (Path.touch, (self.path,))
+
+
+@pytest.mark.parametrize("extension", ["onnx", "json", "pkl"])
+def test_a_pickle_is_never_loaded_unless_allowed(extension: str, tmp_path: Path) -> None:
+    loaded = tmp_path / "loaded"
+    artifacts = {extension: pickle.dumps(_Touch(loaded))}
+    if extension == "json":
+        artifacts["onnx"] = om.linear_classifier(3)
+    with pytest.raises(ArtifactError) as caught:
+        _load(artifacts, allow_pickle=extension != "pkl")
+    reasons = {"onnx": "onnx_invalid", "json": "scaler_invalid", "pkl": "pickle_refused"}
+    assert caught.value.reason == reasons[extension]
+    assert not loaded.exists()
