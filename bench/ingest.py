@@ -79,12 +79,12 @@ def raw_consume_events_per_s(settings: Settings, path: Path) -> float:
     topic = f"bench-raw-{uuid.uuid4().hex[:8]}"
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(settings.kafka_client_config())
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
     report = FileProducer(settings.model_copy(update={"features_topic": topic}), 1000).run([path])
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_client_config(),
             "group.id": topic,
             "enable.auto.commit": False,
         }
@@ -132,7 +132,7 @@ def end_to_end(settings: Settings, path: Path) -> tuple[float, float, dict[str, 
 
 def freshness(settings: Settings) -> tuple[float, float]:
     """Produce at a steady rate with event_timestamp = send time; commit minus send."""
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5})
+    producer = Producer({**settings.kafka_client_config(), "linger.ms": 5})
     per_message = 200
     interval = per_message / STEADY_RATE
     total = STEADY_RATE * STEADY_SECONDS

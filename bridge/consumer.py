@@ -57,7 +57,7 @@ class Bridge:
         self.batcher = Batcher(settings.batch_max_rows, settings.batch_max_wait_s, self.kinds)
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **settings.kafka_client_config(),
                 "group.id": settings.consumer_group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",

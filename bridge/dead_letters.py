@@ -46,7 +46,7 @@ class DeadLetters:
         self.topics = {settings.predictions_topic: settings.predictions_dead_letter_topic}
         self.producer = Producer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **settings.kafka_client_config(),
                 "linger.ms": 50,
                 "logger": logging.getLogger("bridge.kafka"),
             }

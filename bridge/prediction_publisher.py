@@ -71,7 +71,7 @@ class KafkaPredictionLog:
     def _producer(self) -> Producer:
         return Producer(
             {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+                **self.settings.kafka_client_config(),
                 # A retry inside librdkafka (broker restart, lost ack) never writes twice.
                 "enable.idempotence": True,
                 "linger.ms": 20,

@@ -21,7 +21,7 @@ REJECTS_SHOWN = 50
 def producer_config(settings: Settings, *, linger_ms: int) -> dict[str, object]:
     """The config of a features-topic producer (file producer and PushFeatures alike)."""
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **settings.kafka_client_config(),
         "linger.ms": linger_ms,
         "compression.type": "lz4",
         # A retry inside librdkafka (broker restart, lost ack) never writes a message twice.

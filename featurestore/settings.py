@@ -264,9 +264,10 @@ class Settings(BaseSettings):
             password = credentials.local_secret(self.state_dir, credentials.FLOWER_PASSWORD)
         return f"{self.flower_user}:{password}"
 
-    def kafka_client_config(self) -> dict[str, str]:
+    def kafka_client_config(self) -> dict[str, str | int | float | bool]:
         """bootstrap.servers and the security options, for any confluent-kafka client."""
-        config = {"bootstrap.servers": self.kafka_bootstrap}
+        # Typed as confluent-kafka's clients take their config (values all str here).
+        config: dict[str, str | int | float | bool] = {"bootstrap.servers": self.kafka_bootstrap}
         config.update({key: _env_value(item) for key, item in self.kafka_security.items()})
         return config
 

@@ -36,7 +36,7 @@ class Monitor:
         # Never subscribes, so never joins the group: it only reads the group's offsets.
         self.kafka = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **settings.kafka_client_config(),
                 "group.id": settings.consumer_group,
                 "enable.auto.commit": False,
                 "logger": logging.getLogger("tasks.monitor.kafka"),

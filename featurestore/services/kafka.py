@@ -18,6 +18,7 @@ from featurestore.errors import ServiceStartError, ToolMissingError
 from featurestore.logs import quoted
 from featurestore.services import _proc, jmx
 from featurestore.services.base import ManagedService
+from featurestore.services.kafka_security import local_sasl_user, security_props
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,13 @@ class KafkaService(ManagedService):
         bootstrap = self.answering_bootstrap()
         if bootstrap is None:
             return None
-        admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 3000})
+        admin = AdminClient(
+            {
+                **self.settings.kafka_client_config(),
+                "bootstrap.servers": bootstrap,
+                "socket.timeout.ms": 3000,
+            }
+        )
         try:
             admin.list_topics(timeout=3)
         except KafkaException:
@@ -136,20 +143,19 @@ class KafkaService(ManagedService):
     def _write_config(self) -> None:
         _host, port = self.host_port
         controller = self.settings.kafka_controller_port
-        listeners = [f"PLAINTEXT://127.0.0.1:{port}"]
+        name = "PLAINTEXT" if local_sasl_user(self.settings) is None else "SASL_PLAINTEXT"
+        listeners = [f"{name}://127.0.0.1:{port}"]
         if _proc.ipv6_loopback_available():
             # KIP-797: one port may be bound twice, once per address family.
-            listeners.append(f"PLAINTEXT6://[::1]:{port}")
+            listeners.append(f"{name}6://[::1]:{port}")
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{controller}",
             "listeners": ",".join([*listeners, f"CONTROLLER://127.0.0.1:{controller}"]),
             "advertised.listeners": ",".join(listeners),
-            "listener.security.protocol.map": ",".join(
-                f"{name}:PLAINTEXT" for name in ("PLAINTEXT", "PLAINTEXT6", "CONTROLLER")
-            ),
-            "inter.broker.listener.name": "PLAINTEXT",
+            **security_props(self.settings, [name, f"{name}6", "CONTROLLER"]),
+            "inter.broker.listener.name": name,
             "controller.listener.names": "CONTROLLER",
             "log.dirs": str(self.data / "logs"),
             "num.partitions": "1",
@@ -164,9 +170,11 @@ class KafkaService(ManagedService):
             "auto.create.topics.enable": "false",
         }
         self.data.mkdir(parents=True, exist_ok=True)
-        (self.data / "server.properties").write_text(
-            "".join(f"{key}={value}\n" for key, value in props.items())
-        )
+        config = self.data / "server.properties"
+        # Owner only: with SASL it holds the password.
+        config.touch(mode=0o600)
+        config.chmod(0o600)
+        config.write_text("".join(f"{key}={value}\n" for key, value in props.items()))
         (self.data / "log4j2.xml").write_bytes((_RESOURCES / "kafka-log4j2.xml").read_bytes())
 
     def _java(self, main: str, *args: str, agents: tuple[str, ...] = ()) -> list[str]:
@@ -215,7 +223,7 @@ class KafkaService(ManagedService):
         """Create the features and predictions topics and their dead-letter topics (1
         partition, 1 replica)."""
         bootstrap = self.answering_bootstrap() or self.settings.kafka_bootstrap
-        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin = AdminClient({**self.settings.kafka_client_config(), "bootstrap.servers": bootstrap})
         wanted = [
             self.settings.features_topic,
             self.settings.dead_letter_topic,
