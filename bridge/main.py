@@ -23,7 +23,7 @@ def run_bridge(settings: Settings) -> None:
     services.ensure_redis(settings)
     services.ensure_kafka(settings)
     app = configure(settings)
-    metrics.serve(settings.metrics_port_bridge, "bridge")
+    metrics.serve(settings.metrics_port_bridge, "bridge", settings.metrics_host)
     backoff = 1.0
     while not stop.is_set():
         log.info(

@@ -227,10 +227,14 @@ def registry_for(program: str) -> CollectorRegistry:
     return registry
 
 
-def serve(port: int, program: str) -> None:
-    """Expose the program's metrics (registry_for) on the port (call once, at start-up)."""
+def serve(port: int, program: str, host: str = "127.0.0.1") -> None:
+    """Expose the program's metrics (registry_for) on host:port (call once, at start-up).
+
+    Loopback unless settings.metrics_host says otherwise: the metrics need no password and
+    name every queue, model and entity count.
+    """
     # The text format writes each counter's and histogram's creation time as a gauge series
     # of its own (<name>_created): one more series per child, which no query here uses.
     disable_created_metrics()  # type: ignore[no-untyped-call]
-    start_http_server(port, registry=registry_for(program))
+    start_http_server(port, addr=host, registry=registry_for(program))
     SERVICE_UP.labels(program).set(1)

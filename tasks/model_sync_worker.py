@@ -71,7 +71,7 @@ def run_model_sync(settings: Settings) -> None:
     """Serve the model-sync queue, one task at a time in this process (solo pool)."""
     services.ensure_redis(settings)
     configure(settings)
-    metrics.serve(settings.metrics_port_model_sync, "model_sync")
+    metrics.serve(settings.metrics_port_model_sync, "model_sync", settings.metrics_host)
     app.steps["worker"].add(sync_resources_step(settings))
     log.info("model_sync_worker_start queue=%s", settings.model_sync_queue)
     app.worker_main(

@@ -55,7 +55,7 @@ def run_worker(settings: Settings) -> None:
     closes with the worker (duckdb_service_step)."""
     services.ensure_redis(settings)
     configure(settings)
-    metrics.serve(settings.metrics_port_worker, "duckdb_worker")
+    metrics.serve(settings.metrics_port_worker, "duckdb_worker", settings.metrics_host)
     app.steps["worker"].add(duckdb_service_step(settings))
     # One line per task at hundreds of reads a second, with the result bytes in it, drowns
     # the log; the service logs its own events (write_batch, registry_change, ...).
@@ -94,7 +94,7 @@ def run_beat(settings: Settings) -> None:
     """Run Celery beat with its schedule file in the state folder."""
     services.ensure_redis(settings)
     configure(settings)
-    metrics.serve(settings.metrics_port_beat, "beat")
+    metrics.serve(settings.metrics_port_beat, "beat", settings.metrics_host)
     # Queue lengths and consumer lag, sampled beside the schedule until the process exits.
     monitor.start(settings, threading.Event())
     schedule = settings.run_dir / "celerybeat-schedule"
@@ -105,7 +105,8 @@ def run_flower(settings: Settings) -> None:
     """Run Flower on the configured port."""
     services.ensure_redis(settings)
     configure(settings)
-    # Flower's HTTP API (workers, tasks; also revoke and shutdown) has no authentication of
-    # its own here, so Flower listens on loopback only: Prometheus and `fstore` read it there.
-    os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"
+    # Its UI and HTTP API (which can also revoke tasks and shut workers down) ask for basic
+    # auth, given in the environment, where `ps` does not show it; /metrics stays open to
+    # Prometheus, on loopback like the rest.
+    os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth()
     app.start(argv=["flower", f"--port={settings.flower_port}", "--address=127.0.0.1"])

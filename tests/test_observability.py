@@ -5,6 +5,7 @@ a stopped bridge with events waiting reaches Alertmanager as IngestionStalled.""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import math
@@ -37,8 +38,12 @@ pytestmark = pytest.mark.integration
 DASHBOARDS = Path(__file__).resolve().parents[1] / "grafana" / "dashboards"
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as reply:
+def get_json(url: str, basic_auth: str | None = None) -> Any:
+    request = urllib.request.Request(url)
+    if basic_auth is not None:
+        token = base64.b64encode(basic_auth.encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as reply:
         return json.loads(reply.read())
 
 
@@ -262,10 +267,11 @@ def test_flower_api_lists_the_workers_and_the_tasks_that_ran(
     base = f"http://127.0.0.1:{stack.flower_port}/api"
 
     def workers() -> set[str]:
-        return {name.split("@")[0] for name in get_json(f"{base}/workers?refresh=1")}
+        workers = get_json(f"{base}/workers?refresh=1", stack.flower_basic_auth())
+        return {name.split("@")[0] for name in workers}
 
     assert wait_until(lambda: {"duckdb", "model-sync"} <= workers(), timeout=60)
-    tasks = get_json(f"{base}/tasks?limit=100000")
+    tasks = get_json(f"{base}/tasks?limit=100000", stack.flower_basic_auth())
     succeeded = {t["name"] for t in tasks.values() if t["state"] == "SUCCESS"}
     assert {
         constants.TASK_WRITE_BATCH,
