@@ -161,7 +161,7 @@ def run_grpc(
     PushFeatures and `predictions` logs answered calls (all built by the caller, which
     owns their transports)."""
     services.ensure_redis(settings)
-    metrics.serve(settings.metrics_port_grpc, "grpc")
+    metrics.serve(settings.metrics_port_grpc, "grpc", settings.metrics_host)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: stop.set())
