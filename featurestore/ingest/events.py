@@ -8,7 +8,8 @@ these fields:
 - value: a finite number (NaN and infinity are rejected: they are not feature values,
   and standard JSON cannot carry them); booleans are rejected
 - event_timestamp: ISO-8601 string; with a time zone it is converted to UTC, without one
-  it is taken as UTC. Stored as a naive UTC TIMESTAMP with microseconds.
+  it is taken as UTC, and must fall in years 1-9999 in UTC. Stored as a naive UTC
+  TIMESTAMP with microseconds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ FIELDS = ("entity_id", "feature_name", "value", "event_timestamp")
 MAX_NAME_LENGTH = 256
 CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MIN_MICROS = (dt.datetime.min.replace(tzinfo=dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
+_MAX_MICROS = (dt.datetime.max.replace(tzinfo=dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
 
 
 def timestamp_micros(text: object) -> int:
@@ -39,7 +42,12 @@ def timestamp_micros(text: object) -> int:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     delta = parsed - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    # An offset can carry a time of year 1 or 9999 past the range of a datetime in UTC,
+    # which every reader of the value (the producer's JSON, Predict's response) builds.
+    if not _MIN_MICROS <= micros <= _MAX_MICROS:
+        raise ValidationError(f"event_timestamp {text[:64]!r} is outside years 1-9999 in UTC")
+    return micros
 
 
 def _kind(value: object) -> str:
