@@ -33,6 +33,8 @@ class DeadlineExceeded(Exception):  # noqa: N818 - named after the status code
 # or log lines. A read that timed out is DEADLINE_EXCEEDED rather than UNAVAILABLE: the
 # read is given the client's remaining time when there is a deadline, and UNAVAILABLE
 # tells a client to retry at once, which would only queue more reads behind a slow one.
+# A call without the right bearer token never gets here: grpc_server.auth refuses it with
+# UNAUTHENTICATED before any handler runs (no domain error is involved).
 STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode, str | None], ...] = (
     (ValidationError, grpc.StatusCode.INVALID_ARGUMENT, None),
     # Its text names the model (and version) asked for, nothing else.
