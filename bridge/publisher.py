@@ -13,6 +13,7 @@ from bridge.producer import producer_config
 from featurestore import metrics
 from featurestore.errors import ServiceError
 from featurestore.ingest.sources import Message
+from featurestore.logs import quoted
 from featurestore.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class KafkaEventPublisher:
                 "push_failed messages=%d failed=%d first=%s",
                 len(messages),
                 len(deliveries.failures),
-                deliveries.failures[0],
+                quoted(deliveries.failures[0]),
             )
             raise ServiceError(f"{len(deliveries.failures)} message(s) not delivered to Kafka")
         rows = sum(message.rows for message in messages)

@@ -19,6 +19,7 @@ import redis
 from featurestore import metrics
 from featurestore.constants import PROD_MODELS_KEY, model_manifest_key
 from featurestore.errors import ArtifactError, ModelNotFoundError, ValidationError
+from featurestore.logs import quoted
 from featurestore.serving import manifest as published
 from featurestore.serving.manifest import Manifest
 from featurestore.store.online import as_text
@@ -296,12 +297,12 @@ class ModelCache:
             self._failed[model_id] = found[0].fingerprint
             metrics.MODEL_LOADS.labels(model_id, exc.reason).inc()
             log.error(
-                "model_load_failed model=%s version=%s reason=%s kept=%s error=%r",
+                "model_load_failed model=%s version=%s reason=%s kept=%s error=%s",
                 model_id,
                 found[0].version,
                 exc.reason,
                 None if old is None else old.version,
-                str(exc),
+                quoted(exc),
             )
             return old
         self._failed.pop(model_id, None)

@@ -67,8 +67,8 @@ class DuckDBService:
         self._reads = GroupedReads(
             self.store.read_result, grouping=settings.read_grouping, limits=self.store.limits
         )
-        self.latest = Merger(self.store.cursor, settings.latest_merge_interval_s)
-        self.latest.start()
+        self.merger = Merger(self.store.cursor, settings.latest_merge_interval_s)
+        self.merger.start()
         # The scrape thread's own session; SampledGauge calls it under its lock, at most
         # every 30 s (duckdb_tables() answers quickly: sizes are kept, not counted; README,
         # Benchmarks).
@@ -96,7 +96,7 @@ class DuckDBService:
         rows = batch.rows
         result, written = self.store.write_features(rows, batch.offsets, span)
         committed = time.time()
-        self.latest.written()
+        self.merger.written()
         # Applied for every row, duplicates included (with their first write's created_at):
         # a worker killed between the DuckDB commit and this update gets a second chance
         # when the batch is redelivered.
@@ -196,7 +196,7 @@ class DuckDBService:
 
     def close(self) -> None:
         """Stop merging, then checkpoint and close DuckDB."""
-        self.latest.stop()
+        self.merger.stop()
         metrics.DUCKDB_TABLE_ROWS.set_source(None)
         self._stats.close()
         self.store.close()

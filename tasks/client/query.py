@@ -42,7 +42,7 @@ def _result(app: Celery, sql: str, params: Params, timeout: float) -> bytes:
     try:
         return future.result(timeout=timeout)
     except FutureTimeout:
-        future.cancel()  # its batch may give up its slot, see read_batching
+        future.cancel()  # its batch may give up its slot, see tasks.client.coalescer
         raise QueryTimeoutError(
             f"the DuckDB service did not answer within {timeout:.1f}s"
         ) from None

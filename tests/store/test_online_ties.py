@@ -73,7 +73,7 @@ class Batches:
 
 
 def latest_table(service: DuckDBService, entities: list[str]) -> Stored:
-    assert service.latest.wait_merged(timeout=60)
+    assert service.merger.wait_merged(timeout=60)
     rows = (
         service.store.cursor()
         .execute(
