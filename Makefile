@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROTO_OUT := grpc_server/generated
 
-.PHONY: all setup run stop status test lint types protos check-protos fmt clean bench-ingest bench-read bench-speedups \
+.PHONY: all setup run stop status test lint types protos check-protos fmt clean bench-ingest bench-ingest-decode bench-read bench-speedups \
 	demo bench-serve bench-predict bench-prediction-log bench-peers
 
 all: lint types check-protos test
@@ -69,6 +69,10 @@ clean:
 
 bench-read: setup
 	$(PY) -m bench.read
+
+# The bridge's parse + validate + batch step, CPU per 10k events: Python loop, msgspec, Arrow.
+bench-ingest-decode: setup
+	$(PY) -m bench.ingest_decode
 
 # What each read-path speed-up pays against the plain way, in one run (README, Benchmarks).
 bench-speedups: setup

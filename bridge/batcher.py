@@ -13,8 +13,9 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from featurestore import constants
+from featurestore.errors import ValidationError
 from featurestore.ingest import predictions, write_batch
-from featurestore.ingest.events import Columns, parse_message
+from featurestore.ingest.event_decode import JSON_CONTENT_TYPE, FeatureRows, parse_features
 from featurestore.store.database import OffsetSpan
 
 
@@ -28,20 +29,24 @@ class Rows(Protocol):
         ...
 
 
-def _encode_features(columns: Columns, offsets: list[int], times: list[int | None]) -> bytes:
-    table = pa.table(
-        {
-            "entity_id": pa.array(columns.entity_id, pa.string()),
-            "feature_name": pa.array(columns.feature_name, pa.string()),
-            "value": pa.array(columns.value, pa.float64()),
-            "event_timestamp": pa.array(columns.event_timestamp, pa.int64()).cast(
-                pa.timestamp("us")
-            ),
-            "offset": pa.array(offsets, pa.int64()),
-            "kafka_timestamp": pa.array(times, pa.int64()).cast(pa.timestamp("ms")),
-        }
+def _encode_features(rows: FeatureRows, offsets: list[int], times: list[int | None]) -> bytes:
+    table = rows.table()
+    table = table.append_column("offset", pa.array(offsets, pa.int64()))
+    table = table.append_column(
+        "kafka_timestamp", pa.array(times, pa.int64()).cast(pa.timestamp("ms"))
     )
     return write_batch.encode(table)
+
+
+def _json_only(parse: Callable[[bytes | None], Rows]) -> Callable[[bytes | None, str | None], Rows]:
+    def parse_json(raw: bytes | None, content_type: str | None) -> Rows:
+        if content_type is not None and content_type != JSON_CONTENT_TYPE:
+            raise ValidationError(
+                f"content-type {content_type[:64]!r} is not accepted (use {JSON_CONTENT_TYPE})"
+            )
+        return parse(raw)
+
+    return parse_json
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,8 @@ class BatchKind:
     """How one topic's messages become rows, a write task, and dead letters again."""
 
     task: str
-    parse: Callable[[bytes | None], Rows]
+    # a message's value and its Kafka header content-type (None: JSON) -> its rows
+    parse: Callable[[bytes | None, str | None], Rows]
     new_rows: Callable[[], Rows]
     # rows, each row's offset and Kafka timestamp in ms (None: unknown) -> the payload
     encode: Callable[[Any, list[int], list[int | None]], bytes]
@@ -58,14 +64,14 @@ class BatchKind:
 
 FEATURES = BatchKind(
     constants.TASK_WRITE_BATCH,
-    parse_message,
-    Columns,
+    parse_features,
+    FeatureRows,
     _encode_features,
     write_batch.events_by_offset,
 )
 PREDICTIONS = BatchKind(
     constants.TASK_WRITE_PREDICTIONS,
-    predictions.parse_record,
+    _json_only(predictions.parse_record),
     predictions.PredictionRows,
     lambda rows, offsets, _times: rows.encode(offsets),
     predictions.records_by_offset,
@@ -82,7 +88,7 @@ class PendingBatch:
     last_offset: int
     started: float = field(default_factory=time.monotonic)
     kind: BatchKind = FEATURES
-    columns: Rows = field(default_factory=Columns)
+    columns: Rows = field(default_factory=FeatureRows)
     offsets: list[int] = field(default_factory=list)
     kafka_times: list[int | None] = field(default_factory=list)
     dead_letters: int = 0

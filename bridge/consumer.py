@@ -36,6 +36,18 @@ log = logging.getLogger(__name__)
 _BROKER_ERRORS = (OperationalError, RedisError, ConnectionError, OSError)
 
 
+def content_type(msg: Message) -> str | None:
+    """The message's Kafka header content-type (the last one given), None without one."""
+    headers = msg.headers() or []
+    # A consumed message's headers are a list of pairs (the stub also allows a dict).
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    found = None
+    for key, value in pairs:
+        if key.lower() == "content-type" and value is not None:
+            found = value.decode(errors="replace") if isinstance(value, bytes) else value
+    return found
+
+
 def kafka_time_ms(msg: Message) -> int | None:
     """The message's Kafka timestamp in ms (producer's or broker's), None when it has none."""
     kind, value = msg.timestamp()
@@ -134,7 +146,7 @@ class Bridge:
             return
         kind = self.kinds.get(msg.topic() or "", FEATURES)
         try:
-            events = kind.parse(msg.value())
+            events = kind.parse(msg.value(), content_type(msg))
         except ValidationError as exc:
             self.dead_letters.message(msg, str(exc))
             events = None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from featurestore import sql
 from featurestore.errors import ValidationError
@@ -217,6 +218,18 @@ class FileSource:
         while chunk := cur.fetchmany(100):
             for payload, rows in chunk:
                 yield Message(str(payload).encode(), int(rows))
+
+    def tables(self) -> Iterator[pa.Table]:
+        """Accepted rows as Arrow tables of at most rows_per_message rows each, with
+        event_timestamp a naive UTC timestamp (the Arrow content type of the features topic)."""
+        reader = self.con.sql(
+            "SELECT entity_id, feature_name, value, "
+            "strptime(event_timestamp, '%Y-%m-%dT%H:%M:%S.%fZ') AS event_timestamp "
+            "FROM checked WHERE reason IS NULL ORDER BY pos"
+        ).to_arrow_reader(self.rows_per_message)
+        for batch in reader:
+            if batch.num_rows:
+                yield pa.Table.from_batches([batch])
 
     def close(self) -> None:
         """Release the in-memory database."""
