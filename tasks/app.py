@@ -37,6 +37,8 @@ def configure(settings: Settings) -> Celery:
             constants.TASK_WRITE_PREDICTIONS: {"queue": settings.write_queue},
             constants.TASK_SKEW: {"queue": settings.read_queue},
             constants.TASK_TRAINING_SET_FROM_LOG: {"queue": settings.read_queue},
+            # A snapshot, not serialised with writes (featurestore.store.backup).
+            constants.TASK_BACKUP: {"queue": settings.read_queue},
         },
         task_default_queue="celery",
         # No ack emulation: a message is gone from Redis once a worker takes it. Emulation

@@ -13,7 +13,7 @@ from celery import Task
 
 from featurestore import constants
 from featurestore.errors import ServiceError
-from featurestore.store import skew, training
+from featurestore.store import backup, skew, training
 from featurestore.store.database import OffsetSpan, WriteResult
 from featurestore.store.service import DuckDBService
 from tasks.app import app
@@ -151,3 +151,24 @@ def resume_offset(self: DuckDBTask, topic: str, partition: int, committed: int) 
 def rebuild_online(self: DuckDBTask) -> int:
     """Recompute the online store from DuckDB; returns the (entity, feature) pairs written."""
     return self.service.rebuild_online()
+
+
+@app.task(name=constants.TASK_BACKUP, bind=True, base=DuckDBTask)
+def backup_database(
+    self: DuckDBTask, dest: str, committed: list[tuple[str, int, int]]
+) -> dict[str, Any]:
+    """Copy the database into the folder dest in one snapshot (featurestore.store.backup);
+    committed: the bridge group's (topic, partition, offset); progress in the task's state."""
+
+    def progress(done: int, total: int) -> None:
+        self.update_state(state="PROGRESS", meta={"done": done, "total": total})
+
+    service = self.service
+    manifest = backup.take(
+        service.store,
+        Path(dest),
+        {(topic, partition): offset for topic, partition, offset in committed},
+        progress,
+        state_dir=service.settings.state_dir,
+    )
+    return asdict(manifest)

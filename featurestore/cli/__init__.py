@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from featurestore import services, stack
+from featurestore.cli import backup as cli_backup
 from featurestore.cli import models as cli_models
 from featurestore.cli import predictions as cli_predictions
 from featurestore.cli import serving as cli_serving
@@ -263,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_models.add_parser(sub).set_defaults(handler=cmd_model)
     cli_serving.add_parsers(sub)
     cli_predictions.add_parser(sub)
+    cli_backup.add_parsers(sub)
     produce = add("produce", cmd_produce)
     produce.add_argument("paths", nargs="+", type=Path, help="files or folders")
     produce.add_argument("--rows-per-message", type=int, default=500)

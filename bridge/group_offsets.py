@@ -1,0 +1,115 @@
+"""The bridge's consumer group seen from outside: its committed offsets, the partitions'
+earliest and end offsets, whether it has members, and setting its offsets (for a restore)."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future
+from typing import Any
+
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+
+from featurestore.errors import BackupError, ServiceError
+from featurestore.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Offsets = dict[tuple[str, int], int]
+TIMEOUT_S = 15.0
+
+
+def _result(future: Future[Any], what: str) -> Any:
+    """An admin call's result; a ServiceError naming the call when Kafka fails it."""
+    try:
+        return future.result()
+    except KafkaException as exc:
+        raise ServiceError(f"Kafka failed {what}: {exc.args[0].str()}") from None
+
+
+class GroupOffsets:
+    """Admin calls about the bridge's group (settings.consumer_group) on its topics."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.group = settings.consumer_group
+        self.topics = [settings.features_topic, settings.predictions_topic]
+        self.admin = AdminClient(
+            {**settings.kafka_client_config(), "socket.timeout.ms": int(TIMEOUT_S * 1000)}
+        )
+
+    def partitions(self) -> list[tuple[str, int]]:
+        """Every partition of the bridge's topics that exists."""
+        try:
+            metadata = self.admin.list_topics(timeout=TIMEOUT_S)
+        except KafkaException as exc:
+            raise ServiceError(f"Kafka does not answer: {exc.args[0].name()}") from None
+        return sorted(
+            (topic, partition)
+            for topic in self.topics
+            if topic in metadata.topics
+            for partition in metadata.topics[topic].partitions
+        )
+
+    def _offsets(self, spec: OffsetSpec, partitions: list[tuple[str, int]]) -> Offsets:
+        wanted = {TopicPartition(t, p): spec for t, p in partitions}
+        if not wanted:
+            return {}
+        futures = self.admin.list_offsets(wanted, request_timeout=TIMEOUT_S)
+        return {
+            (tp.topic, tp.partition): int(_result(f, "to list offsets").offset)
+            for tp, f in futures.items()
+        }
+
+    def earliest(self, partitions: list[tuple[str, int]]) -> Offsets:
+        """The first offset Kafka still holds of each partition (older ones are past retention)."""
+        return self._offsets(OffsetSpec.earliest(), partitions)  # type: ignore[no-untyped-call]
+
+    def end(self, partitions: list[tuple[str, int]]) -> Offsets:
+        """The offset the next message of each partition will get."""
+        return self._offsets(OffsetSpec.latest(), partitions)  # type: ignore[no-untyped-call]
+
+    def committed_or_earliest(self) -> Offsets:
+        """Where the bridge would start each partition by Kafka alone: the group's committed
+        offset, or the earliest when it has none (the consumer's auto.offset.reset)."""
+        partitions = self.partitions()
+        request = ConsumerGroupTopicPartitions(
+            self.group, [TopicPartition(t, p) for t, p in partitions]
+        )
+        futures = self.admin.list_consumer_group_offsets([request], request_timeout=TIMEOUT_S)
+        listed = _result(futures[self.group], "to list the group's offsets").topic_partitions
+        committed = {
+            (tp.topic, tp.partition): int(tp.offset) for tp in listed or [] if tp.offset >= 0
+        }
+        earliest = self.earliest([key for key in partitions if key not in committed])
+        return {**earliest, **committed}
+
+    def require_empty(self) -> None:
+        """BackupError when a consumer (a bridge) is in the group: its offsets can't be set."""
+        futures = self.admin.describe_consumer_groups([self.group], request_timeout=TIMEOUT_S)
+        members = _result(futures[self.group], "to describe the group").members or []
+        if members:
+            hosts = ", ".join(sorted({str(m.host) for m in members}))
+            raise BackupError(
+                f"the consumer group {self.group} has {len(members)} member(s) ({hosts}): "
+                "stop every bridge first"
+            )
+
+    def reset(self, offsets: Offsets) -> None:
+        """Set the group's committed offsets (the group must be empty)."""
+        request = ConsumerGroupTopicPartitions(
+            self.group, [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
+        )
+        futures = self.admin.alter_consumer_group_offsets([request], request_timeout=TIMEOUT_S)
+        result = _result(futures[self.group], "to set the group's offsets")
+        failed = [tp for tp in result.topic_partitions or [] if tp.error is not None]
+        if failed:
+            names = ", ".join(f"{tp.topic}[{tp.partition}]: {tp.error.str()}" for tp in failed)
+            raise BackupError(f"Kafka refused the group's new offsets: {names}")
+        for (topic, partition), offset in sorted(offsets.items()):
+            log.info(
+                "group_offset_set group=%s topic=%s partition=%d offset=%d",
+                self.group,
+                topic,
+                partition,
+                offset,
+            )
