@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 
+from bench import stale
 from featurestore import services, stack
 from featurestore.settings import Settings
 from tasks.app import configure
@@ -21,26 +22,31 @@ PROJECT = Path(__file__).resolve().parents[1]
 
 
 def bench_settings(state_dir: Path, **overrides: object) -> Settings:
-    """Settings for a benchmark stack on ports of its own (offset 1000 from the defaults)."""
+    """Settings for a benchmark stack on ports of its own (offset 1000 from the defaults,
+    plus FSTORE_BENCH_PORT_OFFSET so that two benchmarks can run side by side)."""
     base = Settings()
+    shift = int(os.environ.get("FSTORE_BENCH_PORT_OFFSET", "0"))
+    azure_port = 11000 + shift
     values: dict[str, object] = {
         "state_dir": state_dir,
         "tools_path": PROJECT / ".state" / "tools",
-        "kafka_bootstrap": "localhost:10092",
-        "kafka_controller_port": 10093,
-        "redis_url": "redis://localhost:7379/0",
-        "azure_connection_string": base.azure_connection_string.replace(":10000/", ":11000/"),
-        "grpc_port": 51051,
-        "flower_port": 6555,
-        "metrics_port_worker": 10101,
-        "metrics_port_bridge": 10102,
-        "metrics_port_grpc": 10103,
-        "metrics_port_beat": 10104,
-        "metrics_port_model_sync": 10105,
-        "prometheus_port": 10090,
-        "alertmanager_port": 10094,
-        "redis_exporter_port": 10121,
-        "kafka_jmx_exporter_port": 10404,
+        "kafka_bootstrap": f"localhost:{10092 + shift}",
+        "kafka_controller_port": 10093 + shift,
+        "redis_url": f"redis://localhost:{7379 + shift}/0",
+        "azure_connection_string": base.azure_connection_string.replace(
+            ":10000/", f":{azure_port}/"
+        ),
+        "grpc_port": 51051 + shift,
+        "flower_port": 6555 + shift,
+        "metrics_port_worker": 10101 + shift,
+        "metrics_port_bridge": 10102 + shift,
+        "metrics_port_grpc": 10103 + shift,
+        "metrics_port_beat": 10104 + shift,
+        "metrics_port_model_sync": 10105 + shift,
+        "prometheus_port": 10090 + shift,
+        "alertmanager_port": 10094 + shift,
+        "redis_exporter_port": 10121 + shift,
+        "kafka_jmx_exporter_port": 10404 + shift,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -49,13 +55,19 @@ def bench_settings(state_dir: Path, **overrides: object) -> Settings:
 @contextmanager
 def running_stack(settings: Settings) -> Iterator[Settings]:
     """Backing services and the supervisord stack, stopped afterwards, also when one of
-    them fails to start (a service left answering would serve the next run)."""
-    try:
-        services.ensure_all(settings)
-        stack.up(settings)
-        yield settings
-    finally:
-        stack.down(settings)
+    them fails to start (a service left answering would serve the next run), on SIGTERM
+    and Ctrl-C; a stack left by a benchmark killed with SIGKILL is stopped first."""
+    stale.stop_stale(settings)
+    with stale.install_stop_signals() as stopping:
+        marker = stale.write_marker(settings)
+        try:
+            services.ensure_all(settings)
+            stack.up(settings)
+            yield settings
+        finally:
+            stopping.set()  # a SIGTERM or Ctrl-C from now on must not cut the stop short
+            stack.down(settings)
+            marker.unlink(missing_ok=True)
 
 
 def latest_catch_up_s(settings: Settings, timeout: float = 900) -> float:
