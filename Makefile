@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PROTO_OUT := grpc_server/generated
 
 .PHONY: all setup run stop status test lint types protos check-protos fmt clean bench-ingest bench-ingest-decode bench-read bench-speedups \
-	demo bench-serve bench-predict bench-prediction-log bench-peers
+	demo bench-serve bench-predict bench-prediction-log bench-peers faults
 
 all: lint types check-protos test
 
@@ -92,6 +92,10 @@ demo: setup
 
 bench-serve: setup
 	$(PY) -m bench.serve
+
+# SIGKILL each part of the stack in turn under steady load; exactly-once and recovery checks.
+faults: setup
+	$(PY) -m bench.faults
 
 # Side by side with Feast (pinned, in a virtual environment of its own under .state/peers); not in CI.
 bench-peers: setup
