@@ -65,13 +65,13 @@ def _name(row: dict[str, object], key: str) -> str:
     return value
 
 
-def number(value: object) -> float:
-    """The value as a float, or a ValidationError saying why it is not acceptable."""
+def number(value: object, key: str = "value") -> float:
+    """The value as a float, or a ValidationError naming `key` and why it is not acceptable."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(f"value must be a number, got {_kind(value)}")
+        raise ValidationError(f"{key} must be a number, got {_kind(value)}")
     result = float(value)
     if not math.isfinite(result):
-        raise ValidationError(f"value must be finite, got {result}")
+        raise ValidationError(f"{key} must be finite, got {result}")
     return result
 
 

@@ -15,7 +15,6 @@ A record is a JSON object with exactly these fields:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,7 @@ import pyarrow as pa
 
 from featurestore.arrow_ipc import decode_table, encode_table
 from featurestore.errors import ValidationError
-from featurestore.ingest.events import MAX_NAME_LENGTH, decode_json, timestamp_micros
+from featurestore.ingest.events import MAX_NAME_LENGTH, decode_json, number, timestamp_micros
 
 FIELDS = frozenset(
     {
@@ -90,12 +89,7 @@ def _text(value: object, key: str, limit: int = MAX_NAME_LENGTH) -> str:
 def _number(value: object, key: str, *, nullable: bool = False) -> float | None:
     if value is None and nullable:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(f"{key} must be a number")
-    result = float(value)
-    if not math.isfinite(result):
-        raise ValidationError(f"{key} must be finite")
-    return result
+    return number(value, key)
 
 
 def _feature(item: object, index: int, micros: dict[str, int]) -> dict[str, Any]:
