@@ -241,6 +241,19 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_flower_auth(self) -> Settings:
+        """Flower splits FLOWER_BASIC_AUTH at commas and each entry at its first colon."""
+        password = "" if self.flower_password is None else self.flower_password.get_secret_value()
+        if not self.flower_user or ":" in self.flower_user or "," in self.flower_user + password:
+            raise ValueError(
+                "FSTORE_FLOWER_USER must be non-empty without ':' or ',', and "
+                "FSTORE_FLOWER_PASSWORD without ','"
+            )
+        if self.flower_password is not None and len(password) < 12:
+            raise ValueError("FSTORE_FLOWER_PASSWORD must be at least 12 characters")
+        return self
+
+    @model_validator(mode="after")
     def _resolve_redis_password(self) -> Settings:
         """Put the password (given, in the URL, or the local stack's) into redis_url."""
         # The URL's wins: a dump of these settings (model_dump_json) masks redis_password

@@ -131,3 +131,20 @@ def test_flower_gets_a_generated_password_or_the_given_one(tmp_path: Path) -> No
     assert Settings(state_dir=tmp_path).flower_basic_auth() == generated
     given = Settings(state_dir=tmp_path, flower_user="ops", flower_password="a-long-password")
     assert given.flower_basic_auth() == "ops:a-long-password"
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "named"),
+    [
+        ("a:b", None, "FSTORE_FLOWER_USER"),
+        ("", None, "FSTORE_FLOWER_USER"),
+        ("ops", "has,a-comma-in-it", "FSTORE_FLOWER_PASSWORD"),
+        ("ops", "short", "FSTORE_FLOWER_PASSWORD"),
+    ],
+)
+def test_flower_credentials_flower_would_misread_are_refused(
+    tmp_path: Path, user: str, password: str | None, named: str
+) -> None:
+    with pytest.raises(ValueError, match=named) as refused:
+        Settings(state_dir=tmp_path, flower_user=user, flower_password=password)
+    assert password is None or password not in str(refused.value)

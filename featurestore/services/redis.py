@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 def _quoted(value: str) -> str:
     """A redis.conf string argument (double-quoted, backslashes and quotes escaped)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r") + '"'
 
 
 class RedisService(ManagedService):

@@ -29,6 +29,7 @@ from tests.conftest import PORT_OFFSET, make_settings, require_tools
 pytestmark = pytest.mark.integration
 
 TLS_PORT = 26379 + PORT_OFFSET + 13
+PLAIN_PORT = 26379 + PORT_OFFSET + 14
 
 
 def _port(url: str) -> int:
@@ -75,6 +76,23 @@ def test_the_password_is_generated_once_for_the_owner_only_and_never_on_a_comman
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert password in config.read_text()
     assert password not in repr(settings)
+
+
+def test_a_password_with_quotes_spaces_and_newlines_works(tmp_path: Path) -> None:
+    require_tools("redis-server")
+    password = 'a "quoted" pass\\word with\nnewline and # hash'
+    odd = make_settings(
+        tmp_path, redis_url=f"redis://localhost:{PLAIN_PORT}/0", redis_password=password
+    )
+    service = RedisService(odd)
+    assert service.ensure().started
+    try:
+        assert redis.Redis.from_url(odd.redis_url).ping()
+        assert redis.Redis(port=PLAIN_PORT, password=password).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=PLAIN_PORT, password=password.split()[0]).ping()
+    finally:
+        service.stop()
 
 
 def _certificate(folder: Path) -> tuple[Path, Path]:
