@@ -17,9 +17,11 @@ from featurestore.ingest.sources import Message
 
 # At most this many events per message, as the file producer's default.
 ROWS_PER_MESSAGE = 500
-# Reasons named in one error: a status message travels in HTTP/2 trailers, which clients
-# refuse past 8 KiB by default; 50 reasons of ~100 characters stay under it.
+# Reasons named in one error, by count and by length: a gRPC status text travels in HTTP/2
+# trailers, which clients refuse past 8 KiB by default, and grpc_server cuts it at 1024
+# characters; within this budget the closing "and N more" still reaches the client.
 MAX_REASONS = 50
+MAX_REASONS_CHARS = 800  # every reason is short (event texts quote at most 64 characters)
 _EPOCH = dt.datetime(1970, 1, 1)
 
 
@@ -40,14 +42,20 @@ def validate_events(rows: Sequence[Mapping[str, object]]) -> Columns:
         raise ValidationError("no events given")
     columns = Columns()
     reasons: list[str] = []
+    budget = MAX_REASONS_CHARS
     bad = 0
     for index, row in enumerate(rows):
         try:
             columns.append_row(dict(row))
         except ValidationError as exc:
             bad += 1
-            if len(reasons) < MAX_REASONS:
-                reasons.append(f"event {index}: {exc}")
+            reason = f"event {index}: {exc}"
+            if len(reasons) < MAX_REASONS and len(reason) <= budget:
+                reasons.append(reason)
+                budget -= len(reason) + 2
+            else:
+                # The named reasons stay a prefix: a later, shorter one is not named.
+                budget = -1
     if bad:
         more = f"; and {bad - len(reasons)} more" if bad > len(reasons) else ""
         raise ValidationError(

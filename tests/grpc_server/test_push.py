@@ -136,8 +136,9 @@ def test_many_bad_rows_are_counted_beyond_those_named(server: Running) -> None:
     details = caught.value.details()
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert details.startswith(f"{MAX_REASONS + 5} of {MAX_REASONS + 5} events rejected")
-    assert details.count("missing field(s): event_timestamp") == MAX_REASONS
-    assert details.endswith("; and 5 more")
+    named = details.count("missing field(s): event_timestamp")
+    assert 0 < named <= MAX_REASONS
+    assert details.endswith(f"; and {MAX_REASONS + 5 - named} more")  # not cut off
 
 
 def test_an_empty_push_is_invalid(server: Running) -> None:
