@@ -46,9 +46,17 @@ def watch_health(
     otherwise; checked every interval_s."""
     last = None
     while not stop.is_set():
+        try:
+            serving = ready()
+        except Exception:
+            # A check that fails is not ready. Left to die, this thread would keep the last
+            # state, SERVING, for good. Logged once per failing stretch, not every interval.
+            if last != health_pb2.HealthCheckResponse.NOT_SERVING:
+                log.exception("grpc_health_check_failed")
+            serving = False
         state = (
             health_pb2.HealthCheckResponse.SERVING
-            if ready()
+            if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         if state != last:
