@@ -23,7 +23,7 @@ from featurestore import constants, services, stack
 from featurestore.errors import BackupError, ServiceError
 from featurestore.progress import Progress
 from featurestore.settings import Settings
-from featurestore.store import backup
+from featurestore.store import backup, restore
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _replay_offsets(
     partitions = group.partitions()
     earliest, end = group.earliest(partitions), group.end(partitions)
     wanted = manifest.offsets_by_partition()
-    problems = backup.retention_problems(wanted, earliest, end)
+    problems = restore.retention_problems(wanted, earliest, end)
     if problems and not force:
         raise BackupError(
             "Kafka cannot replay what came after this backup: "
@@ -127,17 +127,23 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     check_stopped(settings)
     size = (source / backup.DATABASE).stat().st_size if (source / backup.DATABASE).exists() else 0
     with Progress("verify", size, unit="bytes") as progress:
-        manifest = backup.verify(source, lambda done, _total: progress.update(done - progress.done))
+        manifest = restore.verify(
+            source, lambda done, _total: progress.update(done - progress.done)
+        )
     kafka = services.KafkaService(settings)
     started = kafka.ensure().started
     try:
         # Offsets first: a restore stopped before the file swap leaves the group behind the
         # old database, which the bridge's resume rule walks forward again.
         offsets, end = _replay_offsets(settings, manifest, args.force)
-        kept = backup.install(source, settings.duckdb_file)
+        kept = restore.install(source, settings.duckdb_file)
     finally:
         if started:
             kafka.stop()
+    with Progress("rebuild-latest", None, unit="rows") as progress:
+        restore.rebuild_derived(
+            settings.duckdb_file, lambda done, _total: progress.update(done - progress.done)
+        )
     print(f"restored {source} (taken {manifest.created_at}) into {settings.duckdb_file}")
     if kept is not None:
         print(f"  the replaced database is kept as {kept}")

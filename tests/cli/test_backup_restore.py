@@ -9,14 +9,16 @@ from pathlib import Path
 import duckdb
 import pytest
 import redis
+from celery import Celery
 
 from bridge.group_offsets import GroupOffsets
 from bridge.producer import FileProducer
 from featurestore import stack as stack_module
 from featurestore.settings import Settings
-from featurestore.store import backup
+from featurestore.store import backup, restore
 from featurestore.store.online import OnlineStore
 from tasks.app import configure
+from tasks.client.query import query_table
 from tests.helpers import (
     expected_checksum,
     run_cli,
@@ -45,6 +47,12 @@ def all_committed(settings: Settings) -> bool:
     return all(committed[key] == offset for key, offset in group.end(topic).items())
 
 
+def latest_pairs(app: Celery, tag: str) -> int:
+    """(entity, feature) pairs of the latest-values table with this entity prefix."""
+    sql = "SELECT count(*) AS n FROM latest_features WHERE starts_with(entity_id, ?)"
+    return int(query_table(app, sql, [tag], timeout=30).column("n")[0].as_py())
+
+
 def online_matches_file(settings: Settings, path: Path, tag: str, entities: list[str]) -> None:
     """The online values of these entities are the file's (one value per feature there)."""
     with duckdb.connect() as con:
@@ -70,7 +78,7 @@ def test_restore_replays_what_came_after_the_backup_exactly_once(
     dest = tmp_path / "backup"
     taken = run_cli(stack, "backup", str(dest))
     assert taken.returncode == 0, taken.stderr
-    manifest = backup.verify(dest)
+    manifest = restore.verify(dest)
     assert f"resumes {stack.features_topic}[0] at offset" in taken.stdout
     refused = run_cli(stack, "restore", str(dest))
     assert refused.returncode == 2
@@ -102,5 +110,8 @@ def test_restore_replays_what_came_after_the_backup_exactly_once(
     assert wait_until(lambda: all_committed(stack), timeout=180)
     assert stored_checksum(app, first) == expected_checksum(first_file, first)
     assert stored_checksum(app, second) == expected_checksum(second_file, second)
+    # The latest-values table, rebuilt by the restore and merged on by the worker.
+    assert wait_until(lambda: latest_pairs(app, first) == first_rows, timeout=60)
+    assert wait_until(lambda: latest_pairs(app, second) == second_rows, timeout=60)
     online_matches_file(stack, first_file, first, [f"{first}{i}" for i in range(0, 3000, 300)])
     online_matches_file(stack, second_file, second, [f"{second}{i}" for i in range(0, 2000, 200)])

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from featurestore.errors import BackupError
-from featurestore.store import backup
+from featurestore.store import backup, merger, restore
 from featurestore.store.database import OffsetSpan, Store
 
 BATCH = 500
@@ -85,7 +85,7 @@ def test_backup_taken_while_writing_holds_rows_and_spans_that_match(
         assert manifest.offsets == [backup.PartitionOffset("features", 0, end)]
         assert end == rows
         assert stored_sum == manifest.features_checksum
-        assert backup.verify(folder).sha256 == manifest.sha256
+        assert restore.verify(folder).sha256 == manifest.sha256
     counts = [m.tables["features"] for _f, m in manifests]
     assert counts == sorted(counts)
 
@@ -143,24 +143,24 @@ def test_verify_refuses_an_altered_backup_and_a_bad_manifest(store: Store, tmp_p
         handle.seek(5000)
         handle.write(b"\xff")
     with pytest.raises(BackupError, match="checksum differs"):
-        backup.verify(folder)
+        restore.verify(folder)
     with pytest.raises(BackupError, match="not a backup"):
-        backup.verify(tmp_path)
+        restore.verify(tmp_path)
     raw = json.loads((folder / backup.MANIFEST).read_text())
     raw["format"] = 99
     (folder / backup.MANIFEST).write_text(json.dumps(raw))
     with pytest.raises(BackupError, match="backup format 99"):
-        backup.verify(folder)
+        restore.verify(folder)
     (folder / backup.MANIFEST).write_text("{")
     with pytest.raises(BackupError, match="malformed manifest"):
-        backup.verify(folder)
+        restore.verify(folder)
 
 
 def test_retention_check_names_each_partition_kafka_cannot_replay() -> None:
     wanted = {("features", 0): 100, ("features", 1): 5, ("predictions", 0): 50, ("gone", 0): 1}
     earliest = {("features", 0): 100, ("features", 1): 20, ("predictions", 0): 0}
     end = {("features", 0): 900, ("features", 1): 900, ("predictions", 0): 40}
-    problems = backup.retention_problems(wanted, earliest, end)
+    problems = restore.retention_problems(wanted, earliest, end)
     assert problems == [
         "features[1]: the backup resumes at offset 5 but Kafka's earliest is 20: "
         "15 events are past retention",
@@ -168,27 +168,50 @@ def test_retention_check_names_each_partition_kafka_cannot_replay() -> None:
         "predictions[0]: the backup resumes at offset 50 but the partition ends at 40 "
         "(another cluster, or the topic was recreated?)",
     ]
-    assert backup.retention_problems({("features", 0): 100}, earliest, end) == []
+    assert restore.retention_problems({("features", 0): 100}, earliest, end) == []
 
 
-def test_install_swaps_the_file_and_keeps_the_old_one_with_its_wal(
+def latest(cur: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
+    return cur.execute("SELECT * FROM latest_features ORDER BY ALL").fetchall()
+
+
+def test_restore_swaps_the_file_keeps_the_old_one_and_rebuilds_latest_values(
     store: Store, tmp_path: Path
 ) -> None:
     store.write_batch(*batch(0))
+    # Newer values of e0..e9, in a batch whose span also covers 490 dead letters.
+    newer = pa.table(
+        {
+            "entity_id": [f"e{i}" for i in range(10)],
+            "feature_name": ["f"] * 10,
+            "value": [1000.0 + i for i in range(10)],
+            "event_timestamp": pa.array([dt.datetime(2024, 1, 2)] * 10, pa.timestamp("us")),
+        }
+    )
+    store.write_batch(newer, pa.array(range(BATCH, BATCH + 10), pa.int64()), batch(1)[2])
+    merger.merge(store.cursor())
+    expected = latest(store.cursor())
+    assert len(expected) == BATCH
     folder = tmp_path / "b"
-    take(store, folder)
-    store.write_batch(*batch(1))
+    manifest = take(store, folder)
+    assert "latest_features" not in manifest.tables
+    with duckdb.connect(str(folder / backup.DATABASE), read_only=True) as con:
+        assert latest(con) == []  # derived: schema only
+    store.write_batch(*batch(2))
     store.close()
     target = store.path
     wal = target.with_name(target.name + ".wal")
     wal.write_bytes(b"stale wal")
-    kept = backup.install(folder, target)
+    kept = restore.install(folder, target)
     assert kept is not None and kept.name.startswith("features.duckdb.before-restore-")
     assert not wal.exists()
     assert list(target.parent.glob("features.duckdb.wal.before-restore-*"))
+    assert restore.rebuild_derived(target, lambda _d, _t: None) == BATCH + 10
     reopened = Store(target)
     try:
-        assert reopened.cursor().execute("SELECT count(*) FROM features").fetchall() == [(BATCH,)]
-        assert reopened.resume_offset("features", 0, 0) == BATCH
+        cur = reopened.cursor()
+        assert cur.execute("SELECT count(*) FROM features").fetchall() == [(BATCH + 10,)]
+        assert reopened.resume_offset("features", 0, 0) == 2 * BATCH
+        assert latest(cur) == expected
     finally:
         reopened.close()
