@@ -197,6 +197,30 @@ def test_fallback_fills_what_redis_lacks(client: redis.Redis, store: Store) -> N
     np.testing.assert_allclose(got, want["probabilities"], rtol=1e-5, atol=1e-6)
 
 
+def test_fallback_reads_of_many_entities_each_fill_their_own_entity(
+    client: redis.Redis, store: Store
+) -> None:
+    # More entities than the fallback's threads: every read's answer must land on its own
+    # entity, in request order, whatever order the side-by-side reads finish in.
+    model_id = _id("m")
+    _serve(client, model_id)
+    entities = [_id("absent") for _ in range(40)]
+    values = {
+        e: {"debt_to_income_ratio": i / 40, "age_years": 20 + i, "has_default": i % 2}
+        for i, e in enumerate(entities)
+    }
+    _duckdb(store, values, T0)
+    result = _predictor(client, LocalReader(store)).predict(model_id, entities)
+    assert [p.entity_id for p in result.predictions] == entities
+    for prediction, entity in zip(result.predictions, entities, strict=True):
+        assert [(f.value, f.origin) for f in prediction.features] == [
+            (float(values[entity][n]), "fallback") for n in NAMES
+        ]
+    want = _reference([[values[e][n] for n in NAMES] for e in entities])
+    got = np.array([p.outputs["probabilities"] for p in result.predictions])
+    np.testing.assert_allclose(got, want["probabilities"], rtol=1e-5, atol=1e-6)
+
+
 def test_request_values_override_and_fill_in(client: redis.Redis) -> None:
     model_id, entity = _id("m"), _id("e")
     _serve(client, model_id)
