@@ -199,11 +199,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     folder = Path(tempfile.mkdtemp(prefix="fstore-faults-"))
     settings = bench_settings(folder / "state")
+    report = None
     try:
         with running_stack(settings):
             report = run_faults(settings, folder, Plan(kills=kills, rate=args.rate))
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        # The logs of a failed run are what tells why: kept.
+        if report is not None and report.ok:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            print(f"logs kept in {settings.logs_dir}", file=sys.stderr)
     print(table(report))
     print(json.dumps(summary(report)))
     return 0 if report.ok else 1
