@@ -8,6 +8,7 @@ import ipaddress
 import socket
 import ssl
 import stat
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from featurestore import credentials
-from featurestore.services import ManagedService, RedisService
+from featurestore.services import ManagedService, RedisExporterService, RedisService
 from featurestore.settings import Settings
 from tasks.result_backend import backend_url
 from tests.conftest import PORT_OFFSET, make_settings, require_tools
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.integration
 
 TLS_PORT = 26379 + PORT_OFFSET + 13
 PLAIN_PORT = 26379 + PORT_OFFSET + 14
+EXPORTER_PORT = 29121 + PORT_OFFSET + 13
 
 
 def _port(url: str) -> int:
@@ -141,6 +143,7 @@ def tls_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]
         redis_tls_cert_file=cert_file,
         redis_tls_key_file=key_file,
         redis_tls_ca_file=cert_file,
+        redis_exporter_port=EXPORTER_PORT,
     )
     service = RedisService(tls)
     status = service.ensure()
@@ -172,6 +175,26 @@ def test_a_rediss_url_reaches_a_tls_redis_with_the_certificate_checked(
     assert credentials.url_password(anonymous) is None
     with pytest.raises(redis.AuthenticationError):
         redis.Redis.from_url(anonymous).ping()
+
+
+def test_the_exporter_reads_the_tls_redis_with_the_password(tls_settings: Settings) -> None:
+    require_tools("prometheus-redis-exporter")
+    exporter = RedisExporterService(tls_settings)
+    status = exporter.ensure()
+    try:
+        assert "redis_up 1" in _metrics(exporter.address)
+        password = credentials.url_password(tls_settings.redis_url)
+        assert password and status.pid is not None
+        assert password not in " ".join(psutil.Process(status.pid).cmdline())
+    finally:
+        if status.started:
+            exporter.stop()
+
+
+def _metrics(address: str) -> str:
+    """The exporter's page once it has scraped Redis (a scrape per request)."""
+    with urllib.request.urlopen(f"{address}/metrics", timeout=10) as reply:
+        return str(reply.read().decode())
 
 
 def test_celery_broker_and_result_backend_work_over_rediss(tls_settings: Settings) -> None:
