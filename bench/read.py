@@ -3,15 +3,21 @@
 Measures, in one run: the latest-features read for one entity through the DuckDB service
 at concurrency 1 and 50 (p50, p99, reads/s), the same query run in-process on the DuckDB
 file (the floor, as Python rows and as Arrow), a 1M-row x 10-feature point-in-time training
-set, and the result encodings (JSON, msgpack, Arrow IPC, and the rows of reads.result_format).
-The last line of output is one JSON object.
+set, the result encodings (JSON, msgpack, Arrow IPC, and the rows of reads.result_format),
+and the latest read during a steady 20k events/s ingest through Kafka, the bridge and the
+service, with the worker's RSS growth per million events (bench.read_ingest).
+
+python -m bench.read [--rows N] [--ingest-seconds S] [--ingest-rate R] [--no-training];
+the last line of output is one JSON object.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
+import os
 import random
 import shutil
 import tempfile
@@ -26,6 +32,7 @@ import msgpack
 import pyarrow as pa
 
 from bench.common import bench_settings, latest_catch_up_s, now, percentile, running_stack
+from bench.read_ingest import reads_under_ingest
 from featurestore import constants
 from featurestore.arrow_ipc import decode_table, encode_table
 from featurestore.ingest import write_batch
@@ -49,7 +56,7 @@ READS_C50 = 4000
 SPINE_ROWS = 1_000_000
 
 
-def load(settings: Settings, rows: int = ROWS) -> None:
+def load(settings: Settings, rows: int) -> None:
     """Events through the write task (the bridge's path without Kafka)."""
     app = configure(settings)
     con = duckdb.connect()
@@ -138,12 +145,12 @@ def through_celery(settings: Settings) -> dict[str, float]:
     }
 
 
-def training_set(settings: Settings, folder: Path) -> float:
+def training_set(settings: Settings, folder: Path, rows: int) -> float:
     """Seconds for a 1M-row x 10-feature point-in-time training set."""
     spine = folder / "spine.parquet"
     duckdb.sql(
         f"""COPY (SELECT 'cust_' || (hash(i) % {ENTITIES}) AS entity_id,
-                         TIMESTAMP '2024-01-01' + to_seconds(hash(i * 7) % {ROWS}) AS timestamp,
+                         TIMESTAMP '2024-01-01' + to_seconds(hash(i * 7) % {rows}) AS timestamp,
                          (i % 2) AS label
                   FROM range({SPINE_ROWS}) t(i)) TO '{spine}' (FORMAT parquet)"""
     )
@@ -234,31 +241,59 @@ def encodings() -> dict[str, dict[str, float]]:
     return out
 
 
+def arguments() -> argparse.Namespace:
+    """The command line: rows loaded, the ingest under reads, whether to build a training set."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=ROWS, help="feature rows loaded")
+    parser.add_argument(
+        "--ingest-seconds", type=float, default=60.0, help="seconds of ingest under reads (0: none)"
+    )
+    parser.add_argument("--ingest-rate", type=float, default=20_000, help="events/s")
+    parser.add_argument("--no-training", action="store_true", help="skip the training set")
+    return parser.parse_args()
+
+
 def main() -> None:
     """Run every measurement and print the JSON summary last."""
+    args = arguments()
     setup_logging("WARNING")
     for name in ("bench", "featurestore.progress"):
         logging.getLogger(name).setLevel(logging.INFO)
     folder = Path(tempfile.mkdtemp(prefix="fstore-bench-read-"))
     settings = bench_settings(folder / "state")
+    under_ingest: dict[str, Any] = {}
+    training_s = float("nan")
     with running_stack(settings):
-        load(settings)
+        load(settings, args.rows)
         catch_up_s = latest_catch_up_s(settings)
-        log.info("bench_loaded rows=%d latest_catch_up_s=%.1f", ROWS, catch_up_s)
+        log.info("bench_loaded rows=%d latest_catch_up_s=%.1f", args.rows, catch_up_s)
         celery = through_celery(settings)
         log.info("bench_celery %s", celery)
-        training_s = training_set(settings, folder)
-        log.info("bench_training seconds=%.1f", training_s)
+        if args.ingest_seconds > 0:
+            under_ingest = reads_under_ingest(
+                settings,
+                folder,
+                entity,
+                rate=args.ingest_rate,
+                seconds=args.ingest_seconds,
+                shape=(ENTITIES, FEATURES),
+            )
+            log.info("bench_under_ingest %s", under_ingest)
+        if not args.no_training:
+            training_s = training_set(settings, folder, args.rows)
+            log.info("bench_training seconds=%.1f", training_s)
     floors = floor(settings)
     codecs = encodings()
     shutil.rmtree(folder, ignore_errors=True)
     result = {
-        "rows": ROWS,
+        "rows": args.rows,
+        "load_average_1m": round(os.getloadavg()[0], 1),
         **{k: round(v, 3) for k, v in celery.items()},
         **{k: round(v, 3) for k, v in floors.items()},
         "read_p50_over_floor": round(celery["read_p50_ms"] / floors["floor_p50_ms"], 2),
         "latest_catch_up_after_load_s": round(catch_up_s, 2),
         "training_1m_x10_s": round(training_s, 2),
+        **{k: round(v, 3) if isinstance(v, float) else v for k, v in under_ingest.items()},
         "encodings": codecs,
     }
     print(json.dumps(result))
