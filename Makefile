@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PROTO_OUT := grpc_server/generated
 
 .PHONY: all setup run stop status test lint types protos check-protos fmt clean bench-ingest bench-ingest-decode bench-read bench-speedups \
-	demo bench-serve bench-predict bench-prediction-log bench-peers faults
+	demo bench-serve bench-predict bench-prediction-log bench-peers faults bench
 
 all: lint types check-protos test
 
@@ -92,6 +92,11 @@ demo: setup
 
 bench-serve: setup
 	$(PY) -m bench.serve
+
+# bench-ingest, bench-read and bench-serve in turn (short forms; BENCH_ARGS=--full for full
+# length), one table of figures, floors and targets; the last line is one JSON object.
+bench: setup
+	$(PY) -m bench.all $(BENCH_ARGS)
 
 # SIGKILL each part of the stack in turn under steady load; exactly-once and recovery checks.
 faults: setup
