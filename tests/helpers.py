@@ -11,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 from celery import Celery
+from confluent_kafka import Consumer, TopicPartition
 
 from featurestore.settings import Settings
 from featurestore.store.online import OnlineStore, OnlineValue
@@ -105,3 +106,23 @@ def wait_for_count(app: Celery, prefix: str, expected: int, timeout: float = 180
         time.sleep(0.5)
         count = stored_count(app, prefix)
     return count
+
+
+def bridge_caught_up(settings: Settings, topic: str | None = None) -> bool:
+    """Whether the bridge's group has committed every message of the topic (features by
+    default): each batch it sent is written, none is left to resend."""
+    topic = topic or settings.features_topic
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            "group.id": settings.consumer_group,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        found = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        parts = consumer.committed([TopicPartition(topic, p) for p in found], timeout=10)
+        ends = [consumer.get_watermark_offsets(part, timeout=10)[1] for part in parts]
+        return all(part.offset >= end for part, end in zip(parts, ends, strict=True))
+    finally:
+        consumer.close()

@@ -5,7 +5,6 @@ its reason."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from pathlib import Path
 
@@ -20,7 +19,15 @@ from featurestore.ingest.event_decode import ARROW_CONTENT_TYPE, encode_arrow
 from featurestore.settings import Settings
 from tasks.app import configure
 from tests.bridge.test_ingest import _dead_letters
-from tests.helpers import expected_checksum, stored_checksum, wait_for_count, write_events
+from tests.helpers import (
+    bridge_caught_up,
+    expected_checksum,
+    run_cli,
+    stored_checksum,
+    wait_for_count,
+    wait_until,
+    write_events,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +47,22 @@ def test_a_bulk_load_in_arrow_arrives_exactly_once(stack: Settings, tmp_path: Pa
     report = FileProducer(stack, 2500, content_type=ARROW_CONTENT_TYPE).run([path])
     assert (report.rows_sent, report.messages) == (rows, 12)
     assert wait_for_count(app, tag, rows) == rows
-    time.sleep(2)  # a duplicate would arrive after the last original batch
+    # Every batch is committed, none left to resend: a duplicate would be in by now.
+    assert wait_until(lambda: bridge_caught_up(stack), timeout=60)
+    assert stored_checksum(app, tag) == expected_checksum(path, tag)
+
+
+def test_fstore_produce_arrow(stack: Settings, tmp_path: Path) -> None:
+    app = configure(stack)
+    tag = prefix()
+    path = tmp_path / "events.csv"
+    rows = write_events(path, tag, 300)
+    done = run_cli(stack, "produce", "--arrow", "--rows-per-message", "1000", str(path))
+    assert done.returncode == 0, done.stderr
+    assert f"rows_sent={rows} rows_rejected=0 messages=3" in done.stdout
+    assert wait_for_count(app, tag, rows) == rows
+    # Every batch is committed, none left to resend: a duplicate would be in by now.
+    assert wait_until(lambda: bridge_caught_up(stack), timeout=60)
     assert stored_checksum(app, tag) == expected_checksum(path, tag)
 
 

@@ -17,6 +17,7 @@ from confluent_kafka import Producer
 from featurestore import stack as stack_module
 from featurestore.ingest.sources import FileSource
 from featurestore.services import KafkaService, ManagedService, RedisService
+from featurestore.services._proc import pid_alive
 from featurestore.settings import Settings
 from tasks.app import configure
 from tests.helpers import (
@@ -24,6 +25,7 @@ from tests.helpers import (
     stored_checksum,
     stored_count,
     wait_for_count,
+    wait_until,
     write_events,
 )
 
@@ -73,7 +75,7 @@ def kill_and_restart(kind: Callable[[Settings], ManagedService]) -> Callable[[Se
         pid = service.status().pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        time.sleep(1.0)
+        assert wait_until(lambda: not pid_alive(pid), timeout=10)
         service.ensure()
 
     return fault
@@ -99,14 +101,15 @@ def test_exactly_once_after_fault_mid_stream(
     done = threading.Event()
     producing = threading.Thread(target=produce_steadily, args=(stack, path, done))
     producing.start()
-    while stored_count(app, tag) < EVENTS // 5:
-        time.sleep(0.1)
+    assert wait_until(lambda: stored_count(app, tag) >= EVENTS // 5, timeout=120)
     fault(stack)
     at_fault = stored_count(app, tag)
     producing.join()
     assert at_fault < EVENTS, "the fault must land while events are still flowing"
     assert wait_for_count(app, tag, EVENTS, timeout=240) == EVENTS
-    time.sleep(stack.batch_resend_after_s + 2)  # resent batches must add nothing
+    # A resend goes out batch_resend_after_s after a lost result and nothing signals its
+    # end: time passes on purpose, then a resent batch must have added nothing.
+    time.sleep(stack.batch_resend_after_s + 2)
     assert stored_checksum(app, tag) == expected_checksum(path, tag)
     states = {p.name: p.state for p in stack_module.programs(stack)}
     assert set(states.values()) == {"RUNNING"}, states

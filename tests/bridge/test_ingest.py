@@ -19,10 +19,12 @@ from featurestore.settings import Settings
 from featurestore.store.online import OnlineStore
 from tasks.app import configure
 from tests.helpers import (
+    bridge_caught_up,
     expected_checksum,
     stored_checksum,
     wait_for_count,
     wait_for_online,
+    wait_until,
     write_events,
 )
 
@@ -46,7 +48,8 @@ def test_files_arrive_exactly_once(stack: Settings, tmp_path: Path) -> None:
     for tag, (path, rows) in files.items():
         assert wait_for_count(app, tag, rows) == rows
         assert stored_checksum(app, tag) == expected_checksum(path, tag)
-    time.sleep(2)  # a duplicate would arrive after the last original batch
+    # Every batch is committed, none left to resend: a duplicate would be in by now.
+    assert wait_until(lambda: bridge_caught_up(stack), timeout=60)
     for tag, (path, _rows) in files.items():
         assert stored_checksum(app, tag) == expected_checksum(path, tag)
 
@@ -65,7 +68,7 @@ def test_online_store_keeps_the_newest_value_whatever_the_arrival_order(
         (f"{tag}a", "f1", 2.0, base + dt.timedelta(hours=2)),
         (f"{tag}b", "f0", 9.0, base),
     ]
-    for entity, feature, value, ts in rows:  # one message (so one batch) at a time
+    for written, (entity, feature, value, ts) in enumerate(rows, 1):  # one batch at a time
         path = tmp_path / f"{uuid.uuid4().hex}.jsonl"
         path.write_text(
             orjson.dumps(
@@ -79,8 +82,7 @@ def test_online_store_keeps_the_newest_value_whatever_the_arrival_order(
             + "\n"
         )
         FileProducer(stack).run([path])
-        time.sleep(stack.batch_max_wait_s * 1.5)
-    assert wait_for_count(app, tag, len(rows)) == len(rows)
+        assert wait_for_count(app, tag, written) == written
     online = OnlineStore(redis.Redis.from_url(stack.redis_url))
     latest = wait_for_online(online, [f"{tag}a"], 2)[f"{tag}a"]
     wait_for_online(online, [f"{tag}b"], 1)

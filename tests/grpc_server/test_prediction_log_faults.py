@@ -103,7 +103,9 @@ def test_predict_answers_while_kafka_is_down_and_nothing_is_logged_twice(
     assert delivered + dropped == len(answered) * ENTITIES_PER_CALL
     app = configure(stack)
     assert wait_until(lambda: logged_count(app, model_id) >= delivered, timeout=180)
-    time.sleep(stack.batch_resend_after_s + 2)  # a resent write batch must add nothing
+    # A resend goes out batch_resend_after_s after a lost result and nothing signals its
+    # end: time passes on purpose, then a resent write batch must have added nothing.
+    time.sleep(stack.batch_resend_after_s + 2)
     rows = query_table(
         app,
         "SELECT count(*) AS n, count(DISTINCT (request_id, entity_id)) AS distinct_n, "

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,16 +62,13 @@ def test_online_features_over_grpc(
     )
     FileProducer(stack).run([path])
     assert wait_for_count(configure(stack), tag, 2) == 2
-    deadline = time.monotonic() + 30
-    while True:
-        reply = client.GetOnlineFeatures(
-            pb.GetOnlineFeaturesRequest(
-                entity_id=f"{tag}1", feature_names=["debt_to_income_ratio", "age_years", "nope"]
-            )
-        )
-        if all(f.present for f in reply.features[:2]) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    request = pb.GetOnlineFeaturesRequest(
+        entity_id=f"{tag}1", feature_names=["debt_to_income_ratio", "age_years", "nope"]
+    )
+    assert wait_until(
+        lambda: all(f.present for f in client.GetOnlineFeatures(request).features[:2]), timeout=30
+    )
+    reply = client.GetOnlineFeatures(request)
     got = {f.feature_name: (f.present, f.value) for f in reply.features}
     assert got == {
         "debt_to_income_ratio": (True, 0.31),

@@ -15,6 +15,7 @@ from featurestore.services import KafkaService, ManagedService
 from featurestore.services._proc import pid_alive
 from featurestore.services.kafka import new_cluster_id
 from featurestore.settings import Settings
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -76,9 +77,7 @@ def test_broker_killed_with_sigkill_is_started_again(
     old_pid = kafka_service.status().pid
     assert old_pid is not None, "the session should have started its own broker"
     os.kill(old_pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while pid_alive(old_pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    assert wait_until(lambda: not pid_alive(old_pid), timeout=10)
     assert kafka_service.probe() is None
     status = kafka_service.ensure()
     assert status.started

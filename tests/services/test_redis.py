@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import time
 
 import pytest
 import redis
@@ -13,6 +12,7 @@ import redis
 from featurestore.services import ManagedService, RedisService
 from featurestore.services._proc import pid_alive
 from featurestore.settings import Settings
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +38,7 @@ def test_concurrent_callers_start_exactly_one_server(
     pid = redis_service.status().pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    while pid_alive(pid):
-        time.sleep(0.05)
+    assert wait_until(lambda: not pid_alive(pid), timeout=10)
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue[bool] = ctx.Queue()
     children = [

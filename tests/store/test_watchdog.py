@@ -44,7 +44,7 @@ def test_a_read_past_its_deadline_is_interrupted_until_it_ends(watchdog: Watchdo
     watchdog.release(watch)
     time.sleep(0.2)  # after the read ended, nothing more reaches its cursor
     settled = len(cursor.interrupted)
-    time.sleep(4 * REFIRE_S)
+    time.sleep(4 * REFIRE_S)  # four re-interrupt periods pass on purpose: none may come
     assert len(cursor.interrupted) == settled
     assert watchdog.fired == 1
 
@@ -55,7 +55,7 @@ def test_a_read_released_before_its_deadline_is_never_interrupted(watchdog: Watc
     watchdog.release(watch)
     # A later read on the same cursor must not be hit by the old deadline.
     later = watchdog.watch(cursor, time.monotonic() + 60)
-    time.sleep(0.4)
+    time.sleep(0.4)  # past the old deadline on purpose: nothing may fire meanwhile
     assert cursor.interrupted == []
     assert not watch.fired and not later.fired
     watchdog.release(later)

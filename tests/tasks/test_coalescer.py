@@ -91,7 +91,7 @@ def test_the_dispatcher_survives_any_error() -> None:
         if len(calls) == 1:
             raise RuntimeError("a broken batch")
         again.set()
-        time.sleep(3600)
+        time.sleep(3600)  # parks the dispatcher (a daemon thread) once it has run again
 
     coalescer._dispatch_one = dispatch_one  # type: ignore[method-assign]
     threading.Thread(target=coalescer._dispatch, daemon=True).start()

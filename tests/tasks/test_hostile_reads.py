@@ -28,6 +28,7 @@ from featurestore.settings import Settings
 from featurestore.store.online import OnlineStore
 from tasks.app import configure
 from tasks.client.query import query_table
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -226,7 +227,8 @@ def test_hostile_reads_fail_within_their_limits_and_the_service_stays_healthy(
     ]
     for thread in helpers:
         thread.start()
-    time.sleep(2.0)  # ingestion under way before the attack
+    # Ingestion under way before the attack: events produced and already online.
+    assert wait_until(lambda: len(ingest.seen) >= 5, timeout=60)
     attack_began = time.monotonic()
 
     names = [name for name in HOSTILE for _ in range(ROUNDS)]
@@ -249,7 +251,7 @@ def test_hostile_reads_fail_within_their_limits_and_the_service_stays_healthy(
 
     # No thread or CPU stays held by the stopped reads.
     cpu_before = worker.cpu_times()
-    time.sleep(2.0)
+    time.sleep(2.0)  # the window the worker's CPU is measured over, not a wait
     cpu_after = worker.cpu_times()
     busy_s = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
 

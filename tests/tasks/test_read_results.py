@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 
+import pyarrow as pa
 import pytest
 import redis
-from celery import states
+from celery import Celery, states
 from celery.app.task import Context
 from prometheus_client import REGISTRY
 
@@ -18,6 +20,7 @@ from featurestore.settings import Settings
 from tasks.app import configure
 from tasks.client.coalescer import MAX_IN_FLIGHT, coalescer
 from tasks.client.query import query_table
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,14 +44,16 @@ def test_reads_are_answered_across_a_lost_result_connection(stack: Settings) -> 
         # The worker publishes results; readers subscribe. Only the subscribers are cut.
         while not stop.is_set():
             client.client_kill_filter(_type="pubsub")
-            time.sleep(0.05)
+            time.sleep(0.05)  # a cut every 50 ms on purpose, not a wait
 
     cutter = threading.Thread(target=cut_result_connections)
     with ThreadPoolExecutor(4) as pool:
         futures = [
             pool.submit(query_table, app, SLOW_SQL, [300_000_000 + i], timeout=60) for i in range(4)
         ]
-        time.sleep(0.2)
+        # Cut once every read is sent: the cuts must hit reads waiting for their results.
+        sent = coalescer(app)
+        assert wait_until(lambda: sum(len(b.reads) for b in list(sent._in_flight.values())) == 4)
         cutter.start()
         try:
             results = [f.result(timeout=90) for f in futures]
@@ -75,6 +80,12 @@ def test_reads_beyond_the_batches_in_flight_wait_and_go_together(stack: Settings
     assert coalescer(app)._in_flight == {}
 
 
+def sent_or_done(app: Celery, future: Future[pa.Table], params: list[int]) -> bool:
+    """Whether the read of these parameters left in a batch (or is already answered)."""
+    batches = list(coalescer(app)._in_flight.values())
+    return future.done() or any(r.params == params for b in batches for r in b.reads)
+
+
 def test_a_read_does_not_wait_for_batches_that_hold_every_slot(stack: Settings) -> None:
     app = configure(stack)
     with ThreadPoolExecutor(MAX_IN_FLIGHT) as pool:
@@ -82,7 +93,7 @@ def test_a_read_does_not_wait_for_batches_that_hold_every_slot(stack: Settings) 
         for i in range(MAX_IN_FLIGHT):  # one batch each: the coalescer is idle between them
             # Seconds, not minutes: the service stops any read at FSTORE_READ_TIME_LIMIT_S (30).
             slow.append(pool.submit(query_table, app, SLOW_SQL, [1_000_000_000 + i], timeout=120))
-            time.sleep(0.2)
+            assert wait_until(partial(sent_or_done, app, slow[-1], [1_000_000_000 + i]), timeout=30)
         fast = query_table(app, "SELECT 3 AS three", timeout=60)
         assert fast.column("three").to_pylist() == [3]
         assert not any(f.done() for f in slow), "the slow reads should still be running"

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tasks.thread_pool import LastIdleExecutor
+from tests.helpers import wait_until
 
 
 @pytest.fixture
@@ -21,8 +22,10 @@ def pool() -> Iterator[LastIdleExecutor]:
 
 
 def wait_all_idle(pool: LastIdleExecutor) -> None:
+    # Polled every millisecond, not wait_until's 200 ms: it runs 20 times in a test.
     deadline = time.monotonic() + 5
-    while len(pool._idle) < len(pool._threads) and time.monotonic() < deadline:
+    while len(pool._idle) < len(pool._threads):
+        assert time.monotonic() < deadline, "threads still busy after 5 s"
         time.sleep(0.001)
 
 
@@ -49,9 +52,15 @@ def test_calls_one_at_a_time_run_on_the_thread_idle_the_shortest(
     pool: LastIdleExecutor,
 ) -> None:
     release = threading.Event()
+    started: list[int] = []
+
+    def hold() -> bool:
+        started.append(1)
+        return release.wait(5)
+
     # Start every thread: four calls at once.
-    busy = [pool.submit(release.wait, 5) for _ in range(4)]
-    time.sleep(0.1)
+    busy = [pool.submit(hold) for _ in range(4)]
+    assert wait_until(lambda: len(started) == 4, timeout=5)
     release.set()
     for future in busy:
         future.result(timeout=5)
@@ -76,7 +85,7 @@ def test_a_burst_runs_at_once_up_to_the_limit_then_waits_in_order(
         return i
 
     futures = [pool.submit(call, i) for i in range(10)]
-    time.sleep(0.2)
+    assert wait_until(lambda: len(started) >= 4, timeout=5)
     assert sorted(started) == [0, 1, 2, 3], "four threads, four calls running"
     assert len(pool._threads) == 4
     release.set()
@@ -86,10 +95,16 @@ def test_a_burst_runs_at_once_up_to_the_limit_then_waits_in_order(
 
 def test_shutdown_cancels_waiting_calls_and_refuses_new_ones() -> None:
     pool = LastIdleExecutor(1)
-    release = threading.Event()
-    running = pool.submit(release.wait, 5)
+    release, began = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        began.set()
+        return release.wait(5)
+
+    running = pool.submit(hold)
     waiting = pool.submit(pow, 2, 2)
-    time.sleep(0.1)
+    assert began.wait(timeout=5)
+    # Released a moment later on purpose: shutdown must wait for the running call.
     threading.Timer(0.2, release.set).start()
     pool.shutdown(cancel_futures=True)
     assert running.result(timeout=0) is True
