@@ -146,9 +146,12 @@ def cmd_grpc(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     """Validate feature files and publish them to the features topic."""
     from bridge.producer import REJECTS_SHOWN, FileProducer
+    from featurestore.ingest.event_decode import ARROW_CONTENT_TYPE, JSON_CONTENT_TYPE
 
     services.ensure_kafka(settings)
-    report = FileProducer(settings, args.rows_per_message).run(args.paths, strict=args.strict)
+    content_type = ARROW_CONTENT_TYPE if args.arrow else JSON_CONTENT_TYPE
+    producer = FileProducer(settings, args.rows_per_message, content_type=content_type)
+    report = producer.run(args.paths, strict=args.strict)
     for reject in report.rejects[:REJECTS_SHOWN]:
         print(f"rejected {reject}", file=sys.stderr)
     if len(report.rejects) > REJECTS_SHOWN:
@@ -268,6 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     produce = add("produce", cmd_produce)
     produce.add_argument("paths", nargs="+", type=Path, help="files or folders")
     produce.add_argument("--rows-per-message", type=int, default=500)
+    produce.add_argument(
+        "--arrow",
+        action="store_true",
+        help="send Arrow IPC messages (bulk loads: the bridge checks whole columns, not each "
+        "event); try --rows-per-message 10000",
+    )
     produce.add_argument(
         "--strict", action="store_true", help="send nothing when any row is rejected"
     )
