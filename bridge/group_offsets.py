@@ -4,10 +4,17 @@ earliest and end offsets, whether it has members, and setting its offsets (for a
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, TypeVar
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from featurestore.errors import BackupError, ServiceError
@@ -17,6 +24,23 @@ log = logging.getLogger(__name__)
 
 Offsets = dict[tuple[str, int], int]
 TIMEOUT_S = 15.0
+R = TypeVar("R")
+
+
+# Answered while the broker loads its group coordinator, just after it started (as a
+# restore may have just started it): worth asking again.
+_TRANSIENT = {
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+}
+
+
+def _transient(error: KafkaError) -> bool:
+    # The group offsets calls wrap the broker's error in a parse failure: its text tells.
+    return bool(
+        error.retriable() or error.code() in _TRANSIENT or "coordinator" in error.str().lower()
+    )
 
 
 def _result(future: Future[Any], what: str) -> Any:
@@ -24,7 +48,27 @@ def _result(future: Future[Any], what: str) -> Any:
     try:
         return future.result()
     except KafkaException as exc:
-        raise ServiceError(f"Kafka failed {what}: {exc.args[0].str()}") from None
+        error = exc.args[0]
+        if _transient(error):
+            raise _Transient from None
+        raise ServiceError(f"Kafka failed {what}: {error.str()}") from None
+
+
+class _Transient(Exception):  # noqa: N818 - a signal, not an error
+    """Kafka answered with an error that passes: ask again."""
+
+
+def _retrying(call: Callable[[], R], what: str) -> R:
+    """call(), asked again while Kafka's answer is transient, for up to TIMEOUT_S."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            return call()
+        except _Transient:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"Kafka failed {what}: its coordinator is not ready") from None
+            log.info("kafka_admin_retry call=%s", what.replace(" ", "_"))
+            time.sleep(0.5)
 
 
 class GroupOffsets:
@@ -54,11 +98,15 @@ class GroupOffsets:
         wanted = {TopicPartition(t, p): spec for t, p in partitions}
         if not wanted:
             return {}
-        futures = self.admin.list_offsets(wanted, request_timeout=TIMEOUT_S)
-        return {
-            (tp.topic, tp.partition): int(_result(f, "to list offsets").offset)
-            for tp, f in futures.items()
-        }
+
+        def call() -> Offsets:
+            futures = self.admin.list_offsets(wanted, request_timeout=TIMEOUT_S)
+            return {
+                (tp.topic, tp.partition): int(_result(f, "to list offsets").offset)
+                for tp, f in futures.items()
+            }
+
+        return _retrying(call, "to list offsets")
 
     def earliest(self, partitions: list[tuple[str, int]]) -> Offsets:
         """The first offset Kafka still holds of each partition (older ones are past retention)."""
@@ -75,8 +123,13 @@ class GroupOffsets:
         request = ConsumerGroupTopicPartitions(
             self.group, [TopicPartition(t, p) for t, p in partitions]
         )
-        futures = self.admin.list_consumer_group_offsets([request], request_timeout=TIMEOUT_S)
-        listed = _result(futures[self.group], "to list the group's offsets").topic_partitions
+        what = "to list the group's offsets"
+
+        def call() -> Any:
+            futures = self.admin.list_consumer_group_offsets([request], request_timeout=TIMEOUT_S)
+            return _result(futures[self.group], what).topic_partitions
+
+        listed = _retrying(call, what)
         committed = {
             (tp.topic, tp.partition): int(tp.offset) for tp in listed or [] if tp.offset >= 0
         }
@@ -85,8 +138,13 @@ class GroupOffsets:
 
     def require_empty(self) -> None:
         """BackupError when a consumer (a bridge) is in the group: its offsets can't be set."""
-        futures = self.admin.describe_consumer_groups([self.group], request_timeout=TIMEOUT_S)
-        members = _result(futures[self.group], "to describe the group").members or []
+        what = "to describe the group"
+
+        def call() -> Any:
+            futures = self.admin.describe_consumer_groups([self.group], request_timeout=TIMEOUT_S)
+            return _result(futures[self.group], what).members
+
+        members = _retrying(call, what) or []
         if members:
             hosts = ", ".join(sorted({str(m.host) for m in members}))
             raise BackupError(
@@ -99,11 +157,19 @@ class GroupOffsets:
         request = ConsumerGroupTopicPartitions(
             self.group, [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())]
         )
-        futures = self.admin.alter_consumer_group_offsets([request], request_timeout=TIMEOUT_S)
-        result = _result(futures[self.group], "to set the group's offsets")
-        failed = [tp for tp in result.topic_partitions or [] if tp.error is not None]
+        what = "to set the group's offsets"
+
+        def call() -> list[tuple[TopicPartition, KafkaError]]:
+            futures = self.admin.alter_consumer_group_offsets([request], request_timeout=TIMEOUT_S)
+            result = _result(futures[self.group], what)
+            failed = [(tp, tp.error) for tp in result.topic_partitions or [] if tp.error]
+            if any(_transient(error) for _tp, error in failed):
+                raise _Transient
+            return failed
+
+        failed = _retrying(call, what)
         if failed:
-            names = ", ".join(f"{tp.topic}[{tp.partition}]: {tp.error.str()}" for tp in failed)
+            names = ", ".join(f"{tp.topic}[{tp.partition}]: {e.str()}" for tp, e in failed)
             raise BackupError(f"Kafka refused the group's new offsets: {names}")
         for (topic, partition), offset in sorted(offsets.items()):
             log.info(

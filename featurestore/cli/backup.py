@@ -92,7 +92,7 @@ def check_stopped(settings: Settings) -> None:
             ) from None
 
 
-def _replay_offsets(
+def set_replay_offsets(
     settings: Settings, manifest: backup.Manifest, force: bool
 ) -> tuple[backup.Offsets, backup.Offsets]:
     """The group's new offsets, checked against what Kafka still holds; and Kafka's ends."""
@@ -135,7 +135,7 @@ def cmd_restore(settings: Settings, args: argparse.Namespace) -> int:
     try:
         # Offsets first: a restore stopped before the file swap leaves the group behind the
         # old database, which the bridge's resume rule walks forward again.
-        offsets, end = _replay_offsets(settings, manifest, args.force)
+        offsets, end = set_replay_offsets(settings, manifest, args.force)
         kept = restore.install(source, settings.duckdb_file)
     finally:
         if started:
