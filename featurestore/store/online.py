@@ -21,10 +21,10 @@ from featurestore.store.merger import NEWEST
 # older than any other at its event time; one that does not parse is replaced.
 # ARGV[i] packs KEYS[i]'s updates as records "field US micros US value US created RS"
 # (US = \x1f, RS = \x1e): one string per entity, because encoding one argument per field
-# costs more in the client than the script itself. The rule costs about 16% over the
-# event-time-only script (10k fields: 27 -> 31 and 42 -> 48 ms, two runs at load 10-22)
-# because created and value are read only on an event-time tie; a table per record, and
-# parsing all of the stored value every time, had doubled it (31 -> 65 ms).
+# costs more in the client than the script itself. A stored value's created micros and
+# value are read only on an event-time tie, and records go in parallel arrays: parsing
+# all of it every time, with a table per record, doubled the script's cost (README,
+# Benchmarks).
 _SET_IF_NEWER = """
 local function newer(micros, created, value, stored)
   local s_micros = tonumber(string.match(stored, '^(-?%d+):'))
