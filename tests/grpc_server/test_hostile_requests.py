@@ -14,6 +14,7 @@ import pytest
 import redis
 from google.protobuf.message import Message
 
+from bridge.publisher import KafkaEventPublisher
 from featurestore.services import ManagedService
 from featurestore.settings import Settings
 from featurestore.store.database import Store
@@ -22,6 +23,7 @@ from grpc_server.generated import featurestore_pb2 as pb
 from grpc_server.generated import grpc_predict_v2_pb2 as kserve
 from grpc_server.status import MAX_DETAILS_CHARS
 from tests.grpc_server.inprocess import Running, running_server
+from tests.grpc_server.test_push import T1, end_offset, stamp
 from tests.serving.onnx_models import linear_classifier, publish_model
 
 pytestmark = pytest.mark.integration
@@ -162,3 +164,30 @@ def test_messages_over_the_size_limit_are_resource_exhausted(
         with pytest.raises(grpc.RpcError) as caught:
             call(small.stub)  # type: ignore[operator]
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_pushed_events_with_nul_in_their_ids_are_refused_and_none_sent(
+    settings: Settings, redis_service: ManagedService, kafka_service: ManagedService
+) -> None:
+    publisher = KafkaEventPublisher(settings)
+    events = [
+        pb.FeatureEvent(entity_id="ok", feature_name="f", value=1.0, event_timestamp=stamp(T1)),
+        pb.FeatureEvent(entity_id="a\x00b", feature_name="f", value=1.0, event_timestamp=stamp(T1)),
+        pb.FeatureEvent(entity_id="\x00", feature_name="f", value=1.0, event_timestamp=stamp(T1)),
+        pb.FeatureEvent(entity_id="ok", feature_name="f\x00", value=1.0, event_timestamp=stamp(T1)),
+    ]
+    try:
+        with running_server(settings, publisher=publisher) as server:
+            before = end_offset(settings)
+            with pytest.raises(grpc.RpcError) as caught:
+                server.stub.PushFeatures(pb.PushFeaturesRequest(events=events))
+    finally:
+        publisher.close()
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == (
+        "3 of 4 events rejected, none sent: "
+        "event 1: entity_id contains control characters; "
+        "event 2: entity_id contains control characters; "
+        "event 3: feature_name contains control characters"
+    )
+    assert end_offset(settings) == before
