@@ -281,9 +281,7 @@ def main() -> None:
     for name in ("bench", "featurestore.progress"):
         logging.getLogger(name).setLevel(logging.INFO)
     folder = Path(tempfile.mkdtemp(prefix="fstore-bench-serve-"))
-    settings = bench_settings(
-        folder / "state", metrics_port_model_sync=10105, prediction_log_models=[publish.MODEL_ID]
-    )
+    settings = bench_settings(folder / "state", prediction_log_models=[publish.MODEL_ID])
     try:
         with running_stack(settings):
             credit = load_features(settings, folder)
