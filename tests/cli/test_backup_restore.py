@@ -80,6 +80,9 @@ def test_restore_replays_what_came_after_the_backup_exactly_once(
     assert taken.returncode == 0, taken.stderr
     manifest = restore.verify(dest)
     assert f"resumes {stack.features_topic}[0] at offset" in taken.stdout
+    again = run_cli(stack, "backup", str(dest))  # refused inside the service, said here
+    assert again.returncode == 2
+    assert "exists and is not an empty folder" in again.stderr
     refused = run_cli(stack, "restore", str(dest))
     assert refused.returncode == 2
     assert "the stack is running" in refused.stderr
