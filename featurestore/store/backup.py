@@ -25,6 +25,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -245,6 +246,12 @@ def take(
         checksum = str(cur.execute(FEATURES_CHECKSUM_SQL).fetchall()[0][0])
         tables = _copy_tables(cur, source, alias, progress)
         cur.commit()
+    # DETACH checkpoints the copy into its file; a WAL left beside it would not follow the
+    # rename, and the copy would lack what it holds.
+    if partial.with_name(partial.name + ".wal").exists():
+        raise BackupError(f"{partial}: DuckDB left a WAL after the copy; backup not finished")
+    with partial.open("rb") as handle:
+        os.fsync(handle.fileno())
     partial.replace(target)
     manifest = Manifest(
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
