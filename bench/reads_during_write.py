@@ -90,8 +90,8 @@ def one_round(settings: Settings, round_: int) -> dict[str, float]:
         "write_s": write_s,
         "write_taken_s": taken_s,
         "last_read_after_write_start_s": last_read_s,
-        "read_p50_ms": percentile(latencies, 50) * 1e3,
-        "read_p99_ms": percentile(latencies, 99) * 1e3,
+        "read_p50_ms": percentile(latencies, 0.5) * 1e3,
+        "read_p99_ms": percentile(latencies, 0.99) * 1e3,
         "reads_before_write_end": float(last_read_s < write_s),
     }
 
