@@ -239,13 +239,19 @@ def take(
     partial = target.with_name(target.name + ".partial")
     cur = store.cursor()
     source = str(cur.execute("SELECT current_database()").fetchall()[0][0])
-    with _attached(cur, partial) as alias:
-        cur.begin()
-        # The first statement fixes the snapshot: what follows sees one committed state.
-        offsets = resume_offsets(cur, committed)
-        checksum = str(cur.execute(FEATURES_CHECKSUM_SQL).fetchall()[0][0])
-        tables = _copy_tables(cur, source, alias, progress)
-        cur.commit()
+    try:
+        with _attached(cur, partial) as alias:
+            cur.begin()
+            # The first statement fixes the snapshot: what follows sees one committed state.
+            offsets = resume_offsets(cur, committed)
+            checksum = str(cur.execute(FEATURES_CHECKSUM_SQL).fetchall()[0][0])
+            tables = _copy_tables(cur, source, alias, progress)
+            cur.commit()
+    except BaseException:
+        # A half copy must not stay, nor keep the folder from a second try.
+        for path in (partial, partial.with_name(partial.name + ".wal")):
+            path.unlink(missing_ok=True)
+        raise
     # DETACH checkpoints the copy into its file; a WAL left beside it would not follow the
     # rename, and the copy would lack what it holds.
     if partial.with_name(partial.name + ".wal").exists():
