@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 import psutil
+import redis
 from confluent_kafka import Producer
 
 from bench.common import bench_settings, latest_catch_up_s, now, percentile
@@ -93,6 +94,20 @@ def worker_cpu_s(settings: Settings) -> float:
     return float(times.user + times.system)
 
 
+def sched_s(pid: int) -> tuple[float, float]:
+    """Seconds a process's threads have run on a CPU and waited for one (runnable, on a run
+    queue), from /proc/<pid>/task/*/schedstat: the second is the machine's share of a
+    slow call, whatever the process does."""
+    run = wait = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "schedstat").read_text().split()
+        except OSError:  # a thread that ended meanwhile
+            continue
+        run, wait = run + int(fields[0]), wait + int(fields[1])
+    return run / 1e9, wait / 1e9
+
+
 def count_rows(settings: Settings) -> int:
     """Rows in the features table."""
     table = query_table(configure(settings), "SELECT count(*) AS n FROM features", timeout=60)
@@ -129,28 +144,35 @@ def _met(sample: Sample, intervals: list[tuple[float, float]]) -> bool:
     return any(lo < sample.end and sample.start < hi for lo, hi in intervals)
 
 
-def attribution(reads: list[Sample], steps: dict[str, list[tuple[float, float]]]) -> dict[str, Any]:
-    """Of the reads, how many met a merge, a write (only), neither; each group's p50/p99;
-    and the share of the run's time the worker spent in each step."""
-    groups: dict[str, list[float]] = {"merge": [], "write_only": [], "neither": []}
-    for sample in reads:
-        if _met(sample, steps["latest_merge"]):
-            groups["merge"].append(sample.ms)
-        elif _met(sample, steps["write_batch"]):
-            groups["write_only"].append(sample.ms)
-        else:
-            groups["neither"].append(sample.ms)
-    span = (reads[-1].end - reads[0].start) if reads else 1.0
+def attribution(
+    samples: list[Sample], steps: dict[str, list[tuple[float, float]]]
+) -> dict[str, Any]:
+    """Of each kind of call, how many met a merge, a write (only), neither, and each
+    group's p50/p99 and calls over SLOW_MS (a no-op task that never touches DuckDB slowed
+    by a merge points at the worker's process, not DuckDB's locks); and the share of the
+    run's time the worker spent in each step."""
     out: dict[str, Any] = {}
-    for name, values in groups.items():
-        out[f"reads_meeting_{name}"] = len(values)
-        out[f"reads_meeting_{name}_slow"] = sum(v > SLOW_MS for v in values)
-        out[f"reads_meeting_{name}_p50_ms"] = round(percentile(values, 0.5), 3)
-        out[f"reads_meeting_{name}_p99_ms"] = round(percentile(values, 0.99), 3)
+    for kind in dict.fromkeys(s.kind for s in samples):
+        groups: dict[str, list[float]] = {"merge": [], "write_only": [], "neither": []}
+        for sample in (s for s in samples if s.kind == kind):
+            if _met(sample, steps["latest_merge"]):
+                groups["merge"].append(sample.ms)
+            elif _met(sample, steps["write_batch"]):
+                groups["write_only"].append(sample.ms)
+            else:
+                groups["neither"].append(sample.ms)
+        prefix = "reads" if kind == "read" else kind
+        for name, values in groups.items():
+            out[f"{prefix}_meeting_{name}"] = len(values)
+            out[f"{prefix}_meeting_{name}_slow"] = sum(v > SLOW_MS for v in values)
+            out[f"{prefix}_meeting_{name}_p50_ms"] = round(percentile(values, 0.5), 3)
+            out[f"{prefix}_meeting_{name}_p99_ms"] = round(percentile(values, 0.99), 3)
+    span = (samples[-1].end - samples[0].start) if samples else 1.0
     for name, intervals in steps.items():
-        out[f"worker_time_share_{name}"] = round(sum(hi - lo for lo, hi in intervals) / span, 3)
-        out[f"{name}_p50_ms"] = round(percentile([(hi - lo) * 1e3 for lo, hi in intervals], 0.5), 1)
-        out[f"{name}_max_ms"] = round(max(((hi - lo) * 1e3 for lo, hi in intervals), default=0), 1)
+        took = [(hi - lo) * 1e3 for lo, hi in intervals]
+        out[f"worker_time_share_{name}"] = round(sum(took) / 1e3 / span, 3)
+        out[f"{name}_p50_ms"] = round(percentile(took, 0.5), 1)
+        out[f"{name}_max_ms"] = round(max(took, default=0), 1)
     return out
 
 
@@ -165,14 +187,19 @@ def reads_under_ingest(
     events_file = folder / "under-ingest.parquet"
     make_events(events_file, events, entities, features)
     app = configure(settings)
+    ping = redis.Redis.from_url(settings.redis_url)
     calls: dict[str, Callable[[int], object]] = {
         "read": lambda i: latest_features(CeleryReader(app), entity(i)),
         "select1": lambda i: query_table(app, "SELECT 1 AS one"),
         "noop": lambda i: app.send_task(constants.TASK_READ_MANY, args=[[]]).get(timeout=10),
+        # No worker at all: this process, Redis and the machine's scheduling.
+        "redis_ping": lambda i: ping.ping(),
     }
     rows_before = count_rows(settings)
     rss_before = worker_rss_mib(settings)
     cpu_before = worker_cpu_s(settings)
+    worker_pid = {p.name: p.pid for p in stack.programs(settings)}[WORKER]
+    sched_before = {"worker": sched_s(worker_pid), "reader": sched_s(os.getpid())}
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     producer = context.Process(
@@ -190,6 +217,10 @@ def reads_under_ingest(
             samples.append(Sample(kind, start, time.time(), (time.perf_counter() - tick) * 1e3))
         i += 1
     window = now() - began
+    sched = {
+        name: [b - a for a, b in zip(sched_before[name], sched_s(pid), strict=True)]
+        for name, pid in (("worker", worker_pid), ("reader", os.getpid()))
+    }
     report = out.get(timeout=30)
     producer.join(timeout=30)
     rows_in_window = count_rows(settings) - rows_before
@@ -219,10 +250,15 @@ def reads_under_ingest(
         "ingest_events": report["sent"],
         "worker_cpu_share_during_reads": cpu_share,
         "load_average_1m_during_reads": load_average,
+        "redis_ping_under_ingest_p50_ms": percentile(by_kind["redis_ping"], 0.5),
+        "redis_ping_under_ingest_p99_ms": percentile(by_kind["redis_ping"], 0.99),
+        # Seconds runnable but waiting for a CPU per second on one: ~0 on an idle machine.
+        "worker_cpu_wait_per_cpu_s": sched["worker"][1] / max(sched["worker"][0], 1e-9),
+        "reader_cpu_wait_per_cpu_s": sched["reader"][1] / max(sched["reader"][0], 1e-9),
         "worker_rss_before_mib": rss_before,
         "worker_rss_after_mib": rss_after,
         "worker_rss_growth_mib_per_million_events": (rss_after - rss_before)
         / (report["sent"] / 1e6),
     }
-    result.update(attribution(reads, worker_steps(settings, began_wall)))
+    result.update(attribution(samples, worker_steps(settings, began_wall)))
     return result
