@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from bench.fault_traffic import Traffic
+from bench.fault_traffic import EVENT_TIME_SQL, Traffic
 from featurestore import stack
 from featurestore.services import (
     AzuriteService,
@@ -62,10 +63,14 @@ class KillRecord:
 
     name: str
     killed_at: float
+    rows_at_kill: int = 0  # events the producer had sent when the kill struck
     restarted_at: float = 0.0
     recovered_at: float = 0.0
     window_end: float = 0.0
     ingest_stall_s: float | None = None
+    # The longest stretch without a stream row landing, from the restart to the window's end
+    # (a lost batch can stop ingestion again after it first moved).
+    ingest_gap_s: float | None = None
     predict_failed_s: float = 0.0
     predict_errors: int = 0
     read_failed_s: float = 0.0
@@ -79,8 +84,12 @@ class KillRecord:
 
     @property
     def within_target(self) -> bool:
-        """Ingestion moved again within the recovery target of the restart."""
-        return self.ingest_stall_s is not None and self.ingest_stall_s <= RECOVERY_TARGET_S
+        """Ingestion moved again within the recovery target of the restart, and did not
+        stop for longer than that afterwards."""
+        return all(
+            figure is not None and figure <= RECOVERY_TARGET_S
+            for figure in (self.ingest_stall_s, self.ingest_gap_s)
+        )
 
 
 def _sigkill_tree(pid: int) -> None:
@@ -126,7 +135,9 @@ def _restart_service(service: ManagedService, deadline: float) -> float:
     return time.time()
 
 
-def strike(settings: Settings, parts: tuple[str, ...], timeout: float = 300) -> KillRecord:
+def strike(
+    settings: Settings, parts: tuple[str, ...], traffic: Traffic, timeout: float = 300
+) -> KillRecord:
     """SIGKILL every part at once, wait for each to run again; the record so far."""
     programs = _program_pids(settings)
     targets: list[tuple[str, int]] = []
@@ -138,7 +149,7 @@ def strike(settings: Settings, parts: tuple[str, ...], timeout: float = 300) -> 
         if not pid:
             raise RuntimeError(f"{part} has no running process to kill")
         targets.append((part, pid))
-    record = KillRecord("+".join(parts), killed_at=time.time())
+    record = KillRecord("+".join(parts), killed_at=time.time(), rows_at_kill=traffic.sent_rows)
     for part, pid in targets:
         _sigkill_tree(pid)
         log.info("fault_kill part=%s pid=%d", part, pid)
@@ -156,16 +167,19 @@ def strike(settings: Settings, parts: tuple[str, ...], timeout: float = 300) -> 
     return record
 
 
-def newest_row_after(settings: Settings, tag: str, wall: float) -> float | None:
+def newest_row_after(settings: Settings, tag: str, wall: float, first_row: int) -> float | None:
     """Wall time of the first stream row written at or after `wall` (its created_at, the
-    writing transaction's start), or None."""
+    writing transaction's start) among the events from `first_row` on, or None. Only events
+    sent after the kill count: a batch the killed bridge had queued, landing after the
+    restart, says nothing of the new bridge."""
     # As text: task arguments travel as msgpack, which has no datetime.
     since = dt.datetime.fromtimestamp(wall, dt.UTC).replace(tzinfo=None).isoformat()
     table = query_table(
         configure(settings),
         "SELECT min(created_at) AS first FROM features "
-        "WHERE created_at >= CAST(? AS TIMESTAMP) AND starts_with(entity_id, ?)",
-        [since, tag],
+        "WHERE created_at >= CAST(? AS TIMESTAMP) AND starts_with(entity_id, ?) "
+        f"AND event_timestamp >= {EVENT_TIME_SQL.format(i='?')}",
+        [since, tag, first_row],
         timeout=10,
     )
     first = table.column("first")[0].as_py()
@@ -181,7 +195,7 @@ def wait_recovered(
     while time.monotonic() < deadline:
         if record.ingest_stall_s is None:
             try:
-                landed = newest_row_after(settings, tag, record.restarted_at)
+                landed = newest_row_after(settings, tag, record.restarted_at, record.rows_at_kill)
             except Exception as exc:  # noqa: BLE001 - the service may still be coming back
                 log.info("fault_ingest_probe_failed error=%s", type(exc).__name__)
                 landed = None
@@ -197,6 +211,24 @@ def wait_recovered(
         time.sleep(0.5)
     record.recovered_at = time.time()
     log.error("fault_not_recovered parts=%s timeout_s=%.0f", record.name, timeout)
+
+
+def landing_times(settings: Settings, tag: str) -> list[float]:
+    """Wall times (created_at) of every write of stream rows, in order."""
+    table = query_table(
+        configure(settings),
+        "SELECT DISTINCT epoch(created_at) AS t FROM features WHERE starts_with(entity_id, ?) "
+        "ORDER BY t",
+        [tag],
+        timeout=120,
+    )
+    return [float(t) for t in table.column("t").to_pylist()]
+
+
+def longest_gap(times: list[float], start: float, end: float) -> float:
+    """The longest stretch within [start, end] without a landing, edges included."""
+    inside = [start, *(t for t in times if start < t < end), end]
+    return max(b - a for a, b in itertools.pairwise(inside))
 
 
 def settle(record: KillRecord, traffic: Traffic, end: float) -> None:

@@ -23,6 +23,7 @@ from tasks.client.query import CeleryReader
 
 FEATURES = 10
 ROWS_PER_MESSAGE = 200
+CHUNK = 100_000  # events per file of the stream (a multiple of ROWS_PER_MESSAGE)
 # Short deadlines: a call's failure shows within a second or two of the fault (a read
 # prefetched by a worker that is then killed is never answered).
 READ_TIMEOUT_S = 2.0
@@ -34,20 +35,25 @@ CHECKSUM_SQL = (
 )
 
 
-def events_sql(tag: str, rows: int, entities: int) -> str:
-    """Events 0..rows-1: entities are updated again and again (so the online store must keep
-    the newest of many batches), each (entity, feature, time) once, times increasing."""
+# Event i's time: its index in milliseconds, so a time tells when in the stream it was sent.
+EVENT_TIME_SQL = "TIMESTAMP '2024-01-01' + to_microseconds(({i}) * 1000)"
+
+
+def events_sql(tag: str, rows: int, entities: int, start: int = 0) -> str:
+    """Events start..rows-1: entities are updated again and again (so the online store must
+    keep the newest of many batches), each (entity, feature, time) once, times increasing."""
     return f"""SELECT '{tag}' || ((i // {FEATURES}) % {entities}) AS entity_id,
                       'feature_' || (i % {FEATURES}) AS feature_name,
                       round(((hash(i) % 1000000) / 1000.0)::DOUBLE, 3) AS value,
-                      TIMESTAMP '2024-01-01' + to_microseconds(i * 1000) AS event_timestamp
-               FROM range({rows}) t(i)"""
+                      {EVENT_TIME_SQL.format(i="i")} AS event_timestamp
+               FROM range({start}, {rows}) t(i)"""
 
 
-def write_events(path: Path, tag: str, rows: int, entities: int) -> None:
-    """The stream's events as a Parquet file, in event order."""
+def write_events(path: Path, tag: str, start: int, stop: int, entities: int) -> None:
+    """Events start..stop-1 of the stream as a Parquet file, in event order."""
     with duckdb.connect() as con:
-        con.execute(f"COPY ({events_sql(tag, rows, entities)}) TO '{path}' (FORMAT parquet)")
+        sql = events_sql(tag, stop, entities, start)
+        con.execute(f"COPY ({sql}) TO '{path}' (FORMAT parquet)")
 
 
 def expected_checksum(tag: str, rows: int, entities: int) -> tuple[int, str]:
@@ -92,7 +98,7 @@ class Traffic:
     def __init__(
         self,
         settings: Settings,
-        events_file: Path,
+        stream: tuple[Path, str, int],
         read_entities: list[str],
         predict: tuple[str, list[str]],
         *,
@@ -101,7 +107,9 @@ class Traffic:
         predicts_per_s: float = 20.0,
     ) -> None:
         self.settings = settings
-        self.events_file = events_file
+        # The stream is written and sent a chunk at a time (a file of a whole run's events
+        # took the producer's in-memory validation to 1.3 GB).
+        self.folder, self.tag, self.entities = stream
         self.read_entities = read_entities
         self.model_id, self.predict_entities = predict
         self.rate, self.reads_per_s, self.predicts_per_s = rate, reads_per_s, predicts_per_s
@@ -145,23 +153,27 @@ class Traffic:
                 "enable.idempotence": True,
             }
         )
-        source = FileSource(self.events_file, ROWS_PER_MESSAGE)
         began = time.monotonic()
-        for message in source.messages():
-            if self.stop.is_set():
-                break
-            producer.produce(
-                self.settings.features_topic,
-                message.payload,
-                on_delivery=self._on_delivery(message.rows),
-            )
-            self.sent_rows += message.rows
-            producer.poll(0)
-            self.stop.wait(max(0.0, began + self.sent_rows / self.rate - time.monotonic()))
+        while not self.stop.is_set():
+            path = self.folder / f"stream-{self.sent_rows}.parquet"
+            write_events(path, self.tag, self.sent_rows, self.sent_rows + CHUNK, self.entities)
+            source = FileSource(path, ROWS_PER_MESSAGE)
+            for message in source.messages():
+                if self.stop.is_set():
+                    break
+                producer.produce(
+                    self.settings.features_topic,
+                    message.payload,
+                    on_delivery=self._on_delivery(message.rows),
+                )
+                self.sent_rows += message.rows
+                producer.poll(0)
+                self.stop.wait(max(0.0, began + self.sent_rows / self.rate - time.monotonic()))
+            source.close()
+            path.unlink()
         remaining = producer.flush(300)
         if remaining:
             self.delivery_errors.append(f"{remaining} messages undelivered after 300 s")
-        source.close()
 
     def _paced(self, per_s: float, call: Callable[[int], None], timeline: Timeline) -> None:
         i = 0
