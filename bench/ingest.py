@@ -1,41 +1,53 @@
 """make bench-ingest: 2M events from a Parquet file through the whole pipeline.
 
 Measures, in one run: (a) end-to-end events/s from the first produce to the last row
-committed in DuckDB, (b) a raw DuckDB Arrow insert of the same rows, (c) a raw consume of
-the topic with no processing; freshness p50/p99 at a steady 20k events/s; and the peak
-RSS of the bridge and the worker. The last line of output is one JSON object.
+committed in DuckDB, with JSON messages (everyone's content type) and with Arrow IPC
+messages (bulk producers), (b) a raw DuckDB Arrow insert of the same rows, (c) a raw
+consume of the topic with no processing; freshness p50/p99 at a steady 20k events/s; the
+peak RSS of the bridge and the worker; and the CPU seconds per million events of each
+stage (the producer, the bridge, the DuckDB worker, Kafka, Redis...): on a shared machine
+a rate follows the load, but the stage that needs the most CPU per event is the one that
+limits first. The last line of output is one JSON object.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import orjson
 import pyarrow.parquet as pq
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
-from bench.common import RssSampler, bench_settings, latest_catch_up_s, now, running_stack
+from bench.common import (
+    RssSampler,
+    bench_settings,
+    latest_catch_up_s,
+    now,
+    running_stack,
+)
+from bench.ingest_latency import STEADY_RATE, count_rows, freshness, single_event_ms
+from bench.stage_cpu import stage_cpu
 from bridge.producer import FileProducer
+from featurestore.ingest.event_decode import ARROW_CONTENT_TYPE, JSON_CONTENT_TYPE
 from featurestore.logs import setup_logging
 from featurestore.progress import Progress
 from featurestore.settings import Settings
-from tasks.app import configure
-from tasks.client.query import query_table
 
 log = logging.getLogger("bench.ingest")
 
 EVENTS = 2_000_000
 FEATURES = 10
-STEADY_RATE = 20_000
-STEADY_SECONDS = 15
+# Events per Kafka message: the JSON producer's, and the Arrow producer's (one write batch).
+ROWS_PER_MESSAGE = {JSON_CONTENT_TYPE: 1000, ARROW_CONTENT_TYPE: 10_000}
+STAGES = ("bridge", "duckdb-worker")
 
 
 def make_events(path: Path, events: int) -> None:
@@ -104,69 +116,46 @@ def raw_consume_events_per_s(settings: Settings, path: Path) -> float:
     return report.rows_sent / elapsed
 
 
-def count_rows(settings: Settings, where: str = "true") -> int:
-    """Rows in the features table, asked of the DuckDB service."""
-    app = configure(settings)
-    table = query_table(app, f"SELECT count(*) AS n FROM features WHERE {where}", timeout=60)
-    return int(table.column("n")[0].as_py())
+@dataclass
+class EndToEnd:
+    """One end-to-end run: rates, catch-up, memory and each stage's CPU."""
+
+    events_per_s: float
+    produce_events_per_s: float
+    catch_up_s: float
+    rss_mib: dict[str, float]
+    # CPU seconds each stage spent per million events
+    cpu_s_per_m: dict[str, float]
 
 
-def end_to_end(settings: Settings, path: Path) -> tuple[float, float, dict[str, float]]:
+def end_to_end(settings: Settings, path: Path, content_type: str) -> EndToEnd:
     """Produce the file and wait until every row is in DuckDB; events/s, how long the
     latest-values table took to catch up after that, and peak RSS (catch-up included)."""
-    with RssSampler(settings, ["bridge", "duckdb-worker"]) as rss:
+    before = count_rows(settings)
+    producer = FileProducer(settings, ROWS_PER_MESSAGE[content_type], content_type=content_type)
+    with RssSampler(settings, list(STAGES)) as rss:
+        cpu_before = stage_cpu(settings)
         began = now()
-        report = FileProducer(settings, 1000).run([path])
-        log.info("bench_produced rows=%d seconds=%.1f", report.rows_sent, now() - began)
+        report = producer.run([path])
+        produced = now() - began
+        log.info("bench_produced rows=%d seconds=%.1f", report.rows_sent, produced)
         with Progress("end-to-end", EVENTS) as progress:
             committed = 0
             while committed < EVENTS:
                 time.sleep(0.2)
-                current = count_rows(settings)
+                current = count_rows(settings) - before
                 progress.update(current - committed)
                 committed = current
         elapsed = now() - began
+        cpu_after = stage_cpu(settings)
         catch_up = latest_catch_up_s(settings)
-    return EVENTS / elapsed, catch_up, rss.peak_mib
-
-
-def freshness(settings: Settings) -> tuple[float, float]:
-    """Produce at a steady rate with event_timestamp = send time; commit minus send."""
-    producer = Producer({**settings.kafka_client_config(), "linger.ms": 5})
-    per_message = 200
-    interval = per_message / STEADY_RATE
-    total = STEADY_RATE * STEADY_SECONDS
-    began = now()
-    sent = 0
-    with Progress("freshness", total) as progress:
-        while sent < total:
-            stamp = dt.datetime.now(dt.UTC).isoformat()
-            rows = [
-                {
-                    "entity_id": f"fresh_{sent + i}",
-                    "feature_name": "f",
-                    "value": 1.0,
-                    "event_timestamp": stamp,
-                }
-                for i in range(per_message)
-            ]
-            producer.produce(settings.features_topic, orjson.dumps(rows))
-            producer.poll(0)
-            sent += per_message
-            progress.update(per_message)
-            time.sleep(max(0.0, began + sent / STEADY_RATE - now() - interval / 2))
-    producer.flush(30)
-    while count_rows(settings, "entity_id LIKE 'fresh\\_%' ESCAPE '\\'") < total:
-        time.sleep(0.5)
-    app = configure(settings)
-    table = query_table(
-        app,
-        "SELECT quantile_cont(lag, 0.5) AS p50, quantile_cont(lag, 0.99) AS p99 FROM "
-        "(SELECT epoch(created_at) - epoch(event_timestamp) AS lag FROM features "
-        "WHERE entity_id LIKE 'fresh\\_%' ESCAPE '\\')",
-        timeout=60,
-    )
-    return float(table.column("p50")[0].as_py()), float(table.column("p99")[0].as_py())
+    per_m = {
+        k: (cpu_after.get(k, 0.0) - v) * 1e6 / EVENTS
+        for k, v in cpu_before.items()
+        # Only the stages that matter (flower, prometheus and the like stay under 0.3).
+        if cpu_after.get(k, 0.0) - v > 0.3 * EVENTS / 1e6
+    }
+    return EndToEnd(EVENTS / elapsed, EVENTS / produced, catch_up, rss.peak_mib, per_m)
 
 
 def main() -> None:
@@ -183,24 +172,46 @@ def main() -> None:
     with running_stack(settings):
         raw_consume = raw_consume_events_per_s(settings, data)
         log.info("bench_raw_consume events_per_s=%.0f", raw_consume)
-        e2e, catch_up, rss = end_to_end(settings, data)
-        log.info("bench_end_to_end events_per_s=%.0f latest_catch_up_s=%.1f", e2e, catch_up)
-        p50, p99 = freshness(settings)
+        runs = {}
+        for name, content_type in (("json", JSON_CONTENT_TYPE), ("arrow", ARROW_CONTENT_TYPE)):
+            runs[name] = run = end_to_end(settings, data, content_type)
+            log.info(
+                "bench_end_to_end content=%s events_per_s=%.0f produce_events_per_s=%.0f "
+                "latest_catch_up_s=%.1f cpu_s_per_million=%s",
+                name,
+                run.events_per_s,
+                run.produce_events_per_s,
+                run.catch_up_s,
+                {k: round(v, 2) for k, v in run.cpu_s_per_m.items()},
+            )
+        fresh = freshness(settings)
+        single_p50, single_p99 = single_event_ms(settings)
     shutil.rmtree(state, ignore_errors=True)
-    result = {
+    e2e = runs["json"].events_per_s
+    result: dict[str, object] = {
         "events": EVENTS,
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "end_to_end_events_per_s": round(e2e),
+        "end_to_end_arrow_events_per_s": round(runs["arrow"].events_per_s),
         "raw_duckdb_rows_per_s": round(raw_duckdb),
         "raw_consume_events_per_s": round(raw_consume),
         "end_to_end_vs_raw_duckdb": round(e2e / raw_duckdb, 3),
         "end_to_end_vs_raw_consume": round(e2e / raw_consume, 3),
-        "latest_catch_up_after_last_commit_s": round(catch_up, 2),
+        "latest_catch_up_after_last_commit_s": round(runs["json"].catch_up_s, 2),
         "freshness_rate_events_per_s": STEADY_RATE,
-        "freshness_p50_s": round(p50, 3),
-        "freshness_p99_s": round(p99, 3),
-        "bridge_peak_rss_mib": round(rss["bridge"], 1),
-        "worker_peak_rss_mib": round(rss["duckdb-worker"], 1),
+        "freshness_p50_s": round(fresh.p50_s, 3),
+        "freshness_p99_s": round(fresh.p99_s, 3),
+        "single_event_p50_ms": round(single_p50, 1),
+        "single_event_p99_ms": round(single_p99, 1),
+        "bridge_peak_rss_mib": round(runs["json"].rss_mib["bridge"], 1),
+        "worker_peak_rss_mib": round(runs["json"].rss_mib["duckdb-worker"], 1),
     }
+    for stage, seconds in fresh.cpu_s_per_m.items():
+        result[f"freshness_cpu_s_per_m_{stage.replace('-', '_')}"] = seconds
+    for name, run in runs.items():
+        result[f"{name}_produce_events_per_s"] = round(run.produce_events_per_s)
+        for stage, seconds in run.cpu_s_per_m.items():
+            result[f"{name}_cpu_s_per_m_{stage.replace('-', '_')}"] = round(seconds, 2)
     print(json.dumps(result))
 
 

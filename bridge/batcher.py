@@ -148,12 +148,21 @@ class Batcher:
         if len(pending.columns) >= self.max_rows:
             self._full.append(self._open.pop(key))
 
-    def due(self, now: float | None = None, *, flush: bool = False) -> list[PendingBatch]:
-        """Every closed batch, plus open ones past max_wait_s (or all of them when flushing)."""
+    def due(
+        self, now: float | None = None, *, flush: bool = False, idle: bool = False
+    ) -> list[PendingBatch]:
+        """Every closed batch, plus open ones past max_wait_s, or all of them when flushing
+        or when the writer is idle (nothing in flight)."""
+        # Group commit: a light stream's events go at once instead of waiting out
+        # max_wait_s (one event alone: servable after 63-87 ms p50 instead of 566-575), while
+        # under load a batch grows as long as the one before it is being written, up to
+        # max_rows, so full-load batches keep their size (make bench-ingest, README).
         now = time.monotonic() if now is None else now
         ready, self._full = self._full, []
         expired = [
-            key for key, p in self._open.items() if flush or now - p.started >= self.max_wait_s
+            key
+            for key, p in self._open.items()
+            if flush or idle or now - p.started >= self.max_wait_s
         ]
         return ready + [self._open.pop(key) for key in expired]
 

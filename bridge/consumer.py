@@ -156,7 +156,7 @@ class Bridge:
 
     # -- the loop ------------------------------------------------------------------------
     def _send_due(self, *, flush: bool = False) -> None:
-        for pending in self.batcher.due(flush=flush):
+        for pending in self.batcher.due(flush=flush, idle=len(self.inflight) == 0):
             if pending.dead_letters:
                 self.dead_letters.delivered()
             while True:

@@ -43,6 +43,15 @@ def test_batch_closes_after_max_wait() -> None:
     assert late.span.first_offset == 7
 
 
+def test_an_idle_writer_takes_the_open_batch_at_once() -> None:
+    batcher = Batcher(max_rows=1000, max_wait_s=60)
+    batcher.add("t", 0, 7, parse_message(events(1)))
+    assert batcher.due(now=0.0, idle=False) == []
+    [early] = batcher.due(now=0.0, idle=True)
+    assert (early.span.first_offset, len(early.columns)) == (7, 1)
+    assert batcher.due(now=0.0, idle=True) == []
+
+
 def test_dead_lettered_message_is_inside_the_span_but_adds_no_rows() -> None:
     batcher = Batcher(max_rows=1000, max_wait_s=60)
     batcher.add("t", 0, 5, parse_message(events(2)))
