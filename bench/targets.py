@@ -105,7 +105,7 @@ FIGURES = (
     Figure("read", "worker_rss_growth_mib_per_million_events", "worker RSS growth (MiB/1M events)"),
     Figure("read", "c50_reads_per_s", "latest read, 50 threads (reads/s)"),
     Figure("read", "floor_p50_ms", "latest read in-process (floor), p50 (ms)"),
-    Figure("read", "training_1m_x10_s", "training set 1M x 10 (s)"),
+    Figure("read", "training_1m_x10_s", "training set 1M x 10 (s; --full only)"),
     # make bench-serve
     Figure(
         "serve",
