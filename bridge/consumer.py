@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from bridge.batcher import FEATURES, PREDICTIONS, Batcher
 from bridge.dead_letters import DeadLetters, source
-from bridge.inflight import InFlight
+from bridge.inflight import InFlight, WriterEpoch
 from featurestore import constants, metrics
 from featurestore.errors import ValidationError
 from featurestore.logs import quoted
@@ -61,7 +61,15 @@ class _StoppedWhileSending(Exception):  # noqa: N818 - a signal, not an error
 class Bridge:
     """Consumes the features topic and turns it into write tasks until stopped."""
 
-    def __init__(self, settings: Settings, app: Celery, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        app: Celery,
+        stop: threading.Event,
+        *,
+        instance_id: str | None = None,
+        writer_epoch: WriterEpoch | None = None,
+    ) -> None:
         self.settings = settings
         self.app = app
         self.stop = stop
@@ -76,6 +84,10 @@ class Bridge:
                 # Bounds librdkafka's prefetch so memory stays flat when the writer is slow.
                 "queued.max.messages.kbytes": 16384,
                 "logger": logging.getLogger("bridge.kafka"),
+                # Static membership: a restarted bridge with the same id takes its partitions
+                # back at once; without one, a SIGKILLed bridge's partitions stay held by
+                # its dead member for the session timeout (make faults: README, Faults).
+                **({"group.instance.id": instance_id} if instance_id else {}),
             }
         )
         self.dead_letters = DeadLetters(settings)
@@ -85,6 +97,7 @@ class Bridge:
             settings.batch_resend_after_s,
             max_attempts=settings.batch_max_attempts,
             give_up=self.dead_letters.batch,
+            writer_epoch=writer_epoch,
         )
         self.paused = False
         self._to_commit: dict[tuple[str, int], int] = {}

@@ -36,6 +36,8 @@ class Sent:
 
 # Hands a batch that failed every attempt to the dead-letter topic; raises when it could not.
 GiveUp = Callable[[Sent, str], None]
+# The writer's current epoch (tasks.worker sets a new one each start), None before any.
+WriterEpoch = Callable[[], str | None]
 
 
 class InFlight:
@@ -53,6 +55,8 @@ class InFlight:
         max_attempts: int,
         give_up: GiveUp,
         retry_backoff_s: float = 5.0,
+        writer_epoch: WriterEpoch | None = None,
+        epoch_check_s: float = 1.0,
     ) -> None:
         self.app = app
         self.queue = queue
@@ -61,6 +65,10 @@ class InFlight:
         self.give_up = give_up
         self.retry_backoff_s = retry_backoff_s
         self._sent: deque[Sent] = deque()
+        self.writer_epoch = writer_epoch
+        self.epoch_check_s = epoch_check_s
+        self._epoch: str | None = None
+        self._epoch_checked_at = float("-inf")
 
     def __len__(self) -> int:
         return len(self._sent)
@@ -100,6 +108,7 @@ class InFlight:
     def collect(self) -> dict[tuple[str, int], int]:
         """Check results; return, per partition, the offset to commit (next to read)."""
         now = time.monotonic()
+        self._resend_if_writer_restarted(now)
         for sent in self._sent:
             if sent.done:
                 continue
@@ -129,6 +138,25 @@ class InFlight:
             commits[(span.topic, span.partition)] = span.last_offset + 1
         metrics.BRIDGE_IN_FLIGHT.set(len(self._sent))
         return commits
+
+    def _resend_if_writer_restarted(self, now: float) -> None:
+        """A restarted writer never answers the task its killed predecessor held, and the
+        commits wait behind that batch: resend every unfinished batch at once (the writer
+        skips what it has already committed)."""
+        if self.writer_epoch is None or now - self._epoch_checked_at < self.epoch_check_s:
+            return
+        self._epoch_checked_at = now
+        epoch, previous = self.writer_epoch(), self._epoch
+        self._epoch = epoch
+        if previous is None or epoch == previous:
+            return
+        pending = [sent for sent in self._sent if not sent.done]
+        log.warning(
+            "writer_restarted epoch=%s previous=%s resending=%d", epoch, previous, len(pending)
+        )
+        metrics.BRIDGE_ERRORS.labels("writer_restart").inc()
+        for sent in pending:
+            self._resend(sent, now)
 
     def _failed(self, sent: Sent, now: float) -> None:
         """A write task failed: retry it later, or after max_attempts give it up to the

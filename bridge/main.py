@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
+
+import redis
 
 from bridge.consumer import Bridge
 from featurestore import metrics, services
+from featurestore.constants import WRITER_EPOCH_KEY
 from featurestore.settings import Settings
 from tasks.app import configure
 
 log = logging.getLogger(__name__)
+
+
+def instance_id(settings: Settings) -> str:
+    """The bridge's static group member id: the setting, else one per group and host."""
+    return settings.bridge_instance_id or f"{settings.consumer_group}-{socket.gethostname()}"
+
+
+def writer_epoch(client: redis.Redis) -> str | None:
+    """The DuckDB service worker's current epoch (tasks.worker sets one each start)."""
+    raw = client.get(WRITER_EPOCH_KEY)
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def run_bridge(settings: Settings) -> None:
@@ -23,6 +38,7 @@ def run_bridge(settings: Settings) -> None:
     services.ensure_redis(settings)
     services.ensure_kafka(settings)
     app = configure(settings)
+    client = redis.Redis.from_url(settings.redis_url)
     metrics.serve(settings.metrics_port_bridge, "bridge", settings.metrics_host)
     backoff = 1.0
     while not stop.is_set():
@@ -33,7 +49,13 @@ def run_bridge(settings: Settings) -> None:
             settings.consumer_group,
         )
         try:
-            Bridge(settings, app, stop).run()
+            Bridge(
+                settings,
+                app,
+                stop,
+                instance_id=instance_id(settings),
+                writer_epoch=lambda: writer_epoch(client),
+            ).run()
             backoff = 1.0
         except Exception:
             metrics.FAILURES.labels("bridge", "crash").inc()

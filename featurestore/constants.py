@@ -12,6 +12,10 @@ READ_QUEUE = "duckdb_read_queue"
 MODEL_SYNC_QUEUE = "model_sync_queue"
 
 PROD_MODELS_KEY = "prod_models"
+# A new value each time the DuckDB service's worker starts: a killed worker lost the write
+# task it held, so the bridge resends its batches in flight when this changes, instead of
+# waiting batch_resend_after_s for an answer that never comes.
+WRITER_EPOCH_KEY = "duckdb_writer_epoch"
 
 
 def model_artifact_key(model_id: str, extension: str) -> str:

@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     drain_timeout_s: float = 60.0
     query_timeout_s: float = 30.0
     consumer_group: str = "featurestore-bridge"
+    # The bridge's static group membership id (Kafka group.instance.id); default
+    # "<consumer_group>-<host>". Two bridges of one group on one host need one each: the
+    # broker fences the older of two members with the same id.
+    bridge_instance_id: str | None = None
 
     # Model sync and serving
     model_sync_interval_s: float = 60.0

@@ -6,12 +6,14 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 import redis
 from celery import bootsteps
 
 from featurestore import metrics, services
+from featurestore.constants import WRITER_EPOCH_KEY
 from featurestore.logs import quoted
 from featurestore.settings import Settings
 from featurestore.store.service import DuckDBService
@@ -33,7 +35,11 @@ def duckdb_service_step(settings: Settings) -> type[bootsteps.StartStopStep]:
         requires = ("celery.worker.components:Pool",)
 
         def start(self, worker: Any) -> None:
-            DuckDBTask.attach(DuckDBService(settings, redis.Redis.from_url(settings.redis_url)))
+            client = redis.Redis.from_url(settings.redis_url)
+            DuckDBTask.attach(DuckDBService(settings, client))
+            epoch = f"{os.getpid()}-{time.time_ns()}"
+            client.set(WRITER_EPOCH_KEY, epoch)
+            log.info("writer_epoch epoch=%s", epoch)
 
         def stop(self, worker: Any) -> None:
             # Steps stop in reverse order, so the pool would stop after this one: drain it

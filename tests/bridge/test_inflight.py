@@ -169,3 +169,37 @@ def test_forgets_a_revoked_partition(app: App) -> None:
     app.sent[1][1].state = "SUCCESS"
     assert tasks.collect() == {("features", 1): 5}
     assert len(tasks) == 0
+
+
+def test_a_restarted_writer_gets_every_unfinished_batch_again_at_once(app: App) -> None:
+    epoch: list[str | None] = [None]
+    flight = inflight(app, [], writer_epoch=lambda: epoch[0], epoch_check_s=0.0)
+    flight.send(batch(0, 9))
+    flight.send(batch(10, 19))
+    flight.send(batch(20, 29))
+    epoch[0] = "worker-1"
+    assert flight.collect() == {}  # the first epoch seen is no restart
+    app.sent[1][1].state = "SUCCESS"  # the middle batch is done; the first was lost
+    assert flight.collect() == {} and len(app.sent) == 3
+
+    epoch[0] = "worker-2"  # the worker was killed holding batch 0-9, and restarted
+    assert flight.collect() == {}
+
+    assert [args[3:] for args, _ in app.sent[3:]] == [[0, 9], [20, 29]]  # not the done one
+    for _, result in app.sent[3:]:
+        result.state = "SUCCESS"
+    assert flight.collect() == {("features", 0): 30}
+    assert flight.collect() == {} and len(app.sent) == 5  # the same epoch: nothing again
+
+
+def test_the_writer_epoch_is_read_at_most_once_per_period(app: App) -> None:
+    reads: list[int] = []
+
+    def epoch() -> str:
+        reads.append(1)
+        return "worker-1"
+
+    flight = inflight(app, [], writer_epoch=epoch, epoch_check_s=3600.0)
+    for _ in range(5):
+        flight.collect()
+    assert len(reads) == 1
