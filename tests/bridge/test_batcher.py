@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 
-from bridge.batcher import Batcher
+from bridge.batcher import PREDICTIONS, Batcher
+from featurestore.errors import ValidationError
 from featurestore.ingest import write_batch
 from featurestore.ingest.events import parse_message
 
@@ -82,3 +84,10 @@ def test_each_row_carries_its_messages_kafka_timestamp() -> None:
     assert times == [1_700_000_000_123, 1_700_000_000_123, None]
     assert batch.offsets.to_pylist() == [5, 5, 7]
     assert batch.rows.column_names == ["entity_id", "feature_name", "value", "event_timestamp"]
+
+
+def test_prediction_records_are_json_only() -> None:
+    with pytest.raises(ValidationError, match="content-type 'application/vnd\\.apache\\.arrow"):
+        PREDICTIONS.parse(b"ARROW1", "application/vnd.apache.arrow.stream")
+    with pytest.raises(ValidationError, match="empty message"):
+        PREDICTIONS.parse(b"", "application/json")
