@@ -141,7 +141,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     head = f"{'FIGURE':<44}{'VALUE':>10}  {'FLOOR (same run)':<34}{'TARGET':<18}RESULT"
     lines = [head, "-" * len(head)]
     for row in rows:
-        floor = f"{_shown(row['floor'])} {row['floor_is']}" if row["floor_is"] else "-"
+        floor = "-" if row["floor"] is None else f"{_shown(row['floor'])} {row['floor_is']}"
         target = f"{row['target']} (#{row['issue']})" if row["target"] else "-"
         lines.append(
             f"{row['figure']:<44}{_shown(row['value']):>10}  {floor:<34}{target:<18}"
