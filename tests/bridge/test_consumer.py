@@ -284,20 +284,24 @@ def test_a_failed_commit_is_made_again_and_none_is_skipped(local: Settings) -> N
 
 
 def test_stop_sends_the_open_batch_and_commits_it_before_returning(local: Settings) -> None:
-    # Batches are never due by time here: only the drain on stop sends the open one.
+    # Batches are never due by time here. The first event goes at once (the writer is idle),
+    # and its write is left unanswered, so the next ones stay open: only the drain on stop
+    # sends them.
     patient = local.model_copy(update={"batch_max_wait_s": 3600.0, "batch_max_rows": 1000})
-    produce(patient, [event(i) for i in range(5)])
+    produce(patient, [event(0)])
     app = App(auto=False)
     with running(patient, app) as (bridge, thread, stop):
-        assert wait_until(lambda: bool(bridge.batcher._open), timeout=60)
-        assert wait_until(lambda: sum(len(p.columns) for p in bridge.batcher._open.values()) == 5)
-        assert app.writes == []
+        assert wait_until(lambda: len(app.writes) == 1, timeout=60)
+        produce(patient, [event(i) for i in range(1, 5)])
+        assert wait_until(lambda: sum(len(p.columns) for p in bridge.batcher._open.values()) == 4)
+        assert len(app.writes) == 1
         stop.set()
-        assert wait_until(lambda: len(app.writes) == 1, timeout=30)
-        assert app.spans() == [(0, 4)]
-        # The drain waits for the write's result: nothing committed until it succeeds.
+        assert wait_until(lambda: len(app.writes) == 2, timeout=30)
+        assert app.spans() == [(0, 0), (1, 4)]
+        # The drain waits for the writes' results: nothing committed until they succeed.
         assert thread.is_alive() and committed(patient) < 0
-        app.writes[0][1].state = "SUCCESS"
+        for write in app.writes:
+            write[1].state = "SUCCESS"
         thread.join(timeout=60)
         assert not thread.is_alive()
     assert committed(patient) == 5
