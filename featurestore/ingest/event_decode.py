@@ -40,8 +40,9 @@ ARROW_SCHEMA = pa.schema(
 )
 _COLUMNS = tuple(ARROW_SCHEMA.names)
 
-# No pattern here: msgspec checks a pattern with Python's re per string, which took 8 of
-# the 10 ms per 10k events; control characters are looked for once per message instead.
+# No pattern here: msgspec checks a pattern with Python's re per string, which took most of
+# the decode's time (README, Benchmarks); control characters are looked for once per message
+# instead.
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_LENGTH)]
 
 

@@ -8,9 +8,8 @@ that match, without taking the write lock: ingestion goes on while it runs.
 
 The latest-values tables (featurestore.store.merger) are derived from `features`: the backup
 holds their schema, not their rows, and a restore rebuilds them offline with the merger's
-own merge. With 2M events (load 20-30 on 2 cores) copying them cost 22.8 of 26.7 s (their
-primary-key index is built row by row) and 285 of the 294 MiB; without them the backup took
-1.9 s (0.5 s CPU) for 8.8 MiB, and the rebuild at restore 14.8 s.
+own merge. Copying them cost most of the backup's time and size (their primary-key index is
+built row by row; README, Backup and restore).
 
 Rejected: a CHECKPOINT and a copy of the file under the write lock, because the merger
 commits without that lock (the copy could catch half a merge) and ingestion would stop for
