@@ -10,6 +10,8 @@ import secrets
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+from pydantic import SecretStr
+
 from featurestore.errors import ConfigError
 
 # Readable by the owner only: the folder and each file in it.
@@ -18,6 +20,12 @@ _FILE_MODE = 0o600
 # File names of the generated secrets.
 REDIS_PASSWORD = "redis-password"  # noqa: S105 - a file name
 FLOWER_PASSWORD = "flower-password"  # noqa: S105 - a file name
+# librdkafka's security options: the only keys FSTORE_KAFKA_SECURITY takes.
+_KAFKA_SECURITY_KEY = re.compile(
+    r"security\.protocol|sasl\..+|ssl\..+|ssl_engine.*|enable\.ssl\..+"
+)
+# Values of these keys are held as SecretStr: masked in repr, logs and `fstore status`.
+_KAFKA_SECRET_KEY = re.compile(r"password|secret|\.pem$|oauthbearer\.config|token")
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.IGNORECASE)
 
 
@@ -106,3 +114,37 @@ def without_secrets(url: str) -> str:
 def redact(text: str) -> str:
     """The text with the password of every URL in it replaced by ***."""
     return _URL_PASSWORD.sub(r"\g<head>***@", text)
+
+
+def kafka_security_options(value: dict[str, str | SecretStr]) -> dict[str, str | SecretStr]:
+    """librdkafka security options only (ValueError naming any other key); the values of
+    secret keys wrapped in SecretStr."""
+    for key in value:
+        if not _KAFKA_SECURITY_KEY.fullmatch(key):
+            raise ValueError(
+                f"{key!r} is not a Kafka security option (FSTORE_KAFKA_SECURITY takes "
+                "security.protocol, sasl.*, ssl.* and enable.ssl.*)"
+            )
+    return {
+        key: SecretStr(item) if isinstance(item, str) and _KAFKA_SECRET_KEY.search(key) else item
+        for key, item in value.items()
+    }
+
+
+def check_grpc_token(token: str) -> None:
+    """ValueError unless the token is at least 16 printable ASCII characters, no spaces."""
+    if not re.fullmatch(r"[\x21-\x7e]{16,}", token):
+        raise ValueError(
+            "FSTORE_GRPC_AUTH_TOKEN must be at least 16 printable ASCII characters without spaces"
+        )
+
+
+def check_flower_auth(user: str, password: str | None) -> None:
+    """ValueError unless Flower can read "user:password" back (it splits at ',' and ':')."""
+    if not user or ":" in user or "," in user + (password or ""):
+        raise ValueError(
+            "FSTORE_FLOWER_USER must be non-empty without ':' or ',', and "
+            "FSTORE_FLOWER_PASSWORD without ','"
+        )
+    if password is not None and len(password) < 12:
+        raise ValueError("FSTORE_FLOWER_PASSWORD must be at least 12 characters")

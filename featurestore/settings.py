@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -22,14 +21,6 @@ AZURITE_KEY = (
 
 def _default_state_dir() -> Path:
     return Path.cwd() / ".state"
-
-
-# librdkafka's security options: the only keys FSTORE_KAFKA_SECURITY takes.
-_KAFKA_SECURITY_KEY = re.compile(
-    r"security\.protocol|sasl\..+|ssl\..+|ssl_engine.*|enable\.ssl\..+"
-)
-# Values of these keys are held as SecretStr: masked in repr, logs and `fstore status`.
-_KAFKA_SECRET_KEY = re.compile(r"password|secret|\.pem$|oauthbearer\.config|token")
 
 
 def _env_value(value: object) -> str:
@@ -213,28 +204,14 @@ class Settings(BaseSettings):
     @classmethod
     def _check_kafka_security(cls, value: dict[str, str | SecretStr]) -> dict[str, str | SecretStr]:
         """Only security options; secret values held as SecretStr."""
-        for key in value:
-            if not _KAFKA_SECURITY_KEY.fullmatch(key):
-                raise ValueError(
-                    f"{key!r} is not a Kafka security option (FSTORE_KAFKA_SECURITY takes "
-                    "security.protocol, sasl.*, ssl.* and enable.ssl.*)"
-                )
-        return {
-            key: SecretStr(item)
-            if isinstance(item, str) and _KAFKA_SECRET_KEY.search(key)
-            else item
-            for key, item in value.items()
-        }
+        return credentials.kafka_security_options(value)
 
     @field_validator("grpc_auth_token", mode="after")
     @classmethod
     def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
         """A token a metadata value can carry: printable ASCII without spaces."""
-        if value is not None and not re.fullmatch(r"[\x21-\x7e]{16,}", value.get_secret_value()):
-            raise ValueError(
-                "FSTORE_GRPC_AUTH_TOKEN must be at least 16 printable ASCII characters "
-                "without spaces"
-            )
+        if value is not None:
+            credentials.check_grpc_token(value.get_secret_value())
         return value
 
     @model_validator(mode="after")
@@ -247,14 +224,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_flower_auth(self) -> Settings:
         """Flower splits FLOWER_BASIC_AUTH at commas and each entry at its first colon."""
-        password = "" if self.flower_password is None else self.flower_password.get_secret_value()
-        if not self.flower_user or ":" in self.flower_user or "," in self.flower_user + password:
-            raise ValueError(
-                "FSTORE_FLOWER_USER must be non-empty without ':' or ',', and "
-                "FSTORE_FLOWER_PASSWORD without ','"
-            )
-        if self.flower_password is not None and len(password) < 12:
-            raise ValueError("FSTORE_FLOWER_PASSWORD must be at least 12 characters")
+        password = None if self.flower_password is None else self.flower_password.get_secret_value()
+        credentials.check_flower_auth(self.flower_user, password)
         return self
 
     @model_validator(mode="after")
