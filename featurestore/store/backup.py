@@ -36,6 +36,7 @@ import duckdb
 from featurestore.errors import BackupError
 from featurestore.logs import quoted
 from featurestore.sql import identifier, literal
+from featurestore.store import spans
 from featurestore.store.database import Store
 
 log = logging.getLogger(__name__)
@@ -127,22 +128,6 @@ def file_sha256(path: Path, progress: Progress | None = None) -> str:
     return digest.hexdigest()
 
 
-def _resume(cur: duckdb.DuckDBPyConnection, topic: str, partition: int, start: int) -> int:
-    """The first offset from `start` not covered by the recorded spans (the bridge's rule,
-    Store.resume_offset, on this transaction's snapshot)."""
-    ranges = cur.execute(
-        "SELECT first_offset, last_offset FROM ingested_batches "
-        "WHERE topic = ? AND kafka_partition = ? AND last_offset >= ? ORDER BY first_offset",
-        [topic, partition, start],
-    ).fetchall()
-    position = start
-    for lo, hi in ranges:
-        if lo > position:
-            break
-        position = max(position, hi + 1)
-    return position
-
-
 def resume_offsets(cur: duckdb.DuckDBPyConnection, committed: Offsets) -> list[PartitionOffset]:
     """Each partition's resume offset: from Kafka's committed offset when known (the bridge
     commits only what DuckDB holds), else from the partition's first recorded span."""
@@ -152,7 +137,7 @@ def resume_offsets(cur: duckdb.DuckDBPyConnection, committed: Offsets) -> list[P
     ).fetchall():
         starts.setdefault((str(topic), int(partition)), int(first))
     return [
-        PartitionOffset(topic, partition, _resume(cur, topic, partition, start))
+        PartitionOffset(topic, partition, spans.resume_position(cur, topic, partition, start))
         for (topic, partition), start in sorted(starts.items())
     ]
 

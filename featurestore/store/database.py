@@ -279,19 +279,4 @@ class Store:
 
     def resume_offset(self, topic: str, partition: int, committed: int) -> int:
         """First offset not yet written, walking recorded ranges contiguous from `committed`."""
-        ranges = (
-            self.cursor()
-            .execute(
-                "SELECT first_offset, last_offset FROM ingested_batches "
-                "WHERE topic = ? AND kafka_partition = ? AND last_offset >= ? "
-                "ORDER BY first_offset",
-                [topic, partition, committed],
-            )
-            .fetchall()
-        )
-        position = committed
-        for lo, hi in ranges:
-            if lo > position:
-                break
-            position = max(position, hi + 1)
-        return position
+        return spans.resume_position(self.cursor(), topic, partition, committed)

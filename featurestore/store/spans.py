@@ -94,3 +94,19 @@ def record_span(
         ],
     )
     return WriteResult(inserted=inserted, duplicates=duplicates)
+
+
+def resume_position(cur: duckdb.DuckDBPyConnection, topic: str, partition: int, start: int) -> int:
+    """The first offset from `start` that no recorded span covers (the bridge resumes there),
+    on the cursor's snapshot."""
+    ranges = cur.execute(
+        "SELECT first_offset, last_offset FROM ingested_batches "
+        "WHERE topic = ? AND kafka_partition = ? AND last_offset >= ? ORDER BY first_offset",
+        [topic, partition, start],
+    ).fetchall()
+    position = start
+    for lo, hi in ranges:
+        if lo > position:
+            break
+        position = max(position, hi + 1)
+    return position

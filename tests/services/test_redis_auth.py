@@ -3,8 +3,6 @@ Redis started for a rediss:// URL that redis-py, kombu and Celery's backend all 
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import socket
 import ssl
 import stat
@@ -16,15 +14,12 @@ import psutil
 import pytest
 import redis
 from celery import Celery
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from featurestore import credentials
 from featurestore.services import ManagedService, RedisExporterService, RedisService
 from featurestore.settings import Settings
 from tasks.result_backend import backend_url
+from tests.certificates import self_signed
 from tests.conftest import PORT_OFFSET, make_settings, require_tools
 
 pytestmark = pytest.mark.integration
@@ -97,46 +92,12 @@ def test_a_password_with_quotes_spaces_and_newlines_works(tmp_path: Path) -> Non
         service.stop()
 
 
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost and 127.0.0.1, and its key (PEM files)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "redis.crt", folder / "redis.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 @pytest.fixture(scope="module")
 def tls_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings of a Redis serving TLS only, started by RedisService for a rediss:// URL."""
     require_tools("redis-server")
     state = tmp_path_factory.mktemp("redis-tls")
-    cert_file, key_file = _certificate(state)
+    cert_file, key_file = self_signed(state, "redis")
     tls = make_settings(
         state,
         redis_url=f"rediss://localhost:{TLS_PORT}/0",
