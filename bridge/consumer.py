@@ -87,7 +87,14 @@ class Bridge:
                 # Static membership: a restarted bridge with the same id takes its partitions
                 # back at once; without one, a SIGKILLed bridge's partitions stay held by
                 # its dead member for the session timeout (make faults: README, Faults).
-                **({"group.instance.id": instance_id} if instance_id else {}),
+                **(
+                    {
+                        "group.instance.id": instance_id,
+                        "session.timeout.ms": int(settings.bridge_session_timeout_s * 1000),
+                    }
+                    if instance_id
+                    else {}
+                ),
             }
         )
         self.dead_letters = DeadLetters(settings)

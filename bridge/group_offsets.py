@@ -136,15 +136,28 @@ class GroupOffsets:
         earliest = self.earliest([key for key in partitions if key not in committed])
         return {**earliest, **committed}
 
-    def require_empty(self) -> None:
-        """BackupError when a consumer (a bridge) is in the group: its offsets can't be set."""
+    def require_empty(self, static_expiry_s: float = 0.0) -> None:
+        """BackupError when a consumer (a bridge) is in the group: its offsets can't be set.
+        A static member (a bridge's group.instance.id) stays listed after its bridge stopped,
+        until its session times out: waited for, up to static_expiry_s."""
         what = "to describe the group"
 
         def call() -> Any:
             futures = self.admin.describe_consumer_groups([self.group], request_timeout=TIMEOUT_S)
             return _result(futures[self.group], what).members
 
-        members = _retrying(call, what) or []
+        deadline = time.monotonic() + static_expiry_s
+        while True:
+            members = _retrying(call, what) or []
+            static = [m for m in members if m.group_instance_id]
+            if not members or len(static) < len(members) or time.monotonic() >= deadline:
+                break
+            log.info(
+                "group_waiting_for_static_members group=%s members=%s",
+                self.group,
+                ",".join(sorted(str(m.group_instance_id) for m in static)),
+            )
+            time.sleep(1.0)
         if members:
             hosts = ", ".join(sorted({str(m.host) for m in members}))
             raise BackupError(

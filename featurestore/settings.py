@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     # "<consumer_group>-<host>". Two bridges of one group on one host need one each: the
     # broker fences the older of two members with the same id.
     bridge_instance_id: str | None = None
+    # Kafka's session timeout of that static member: a bridge restarted within it takes its
+    # partitions back at once; one stopped for good holds them this long.
+    bridge_session_timeout_s: float = Field(default=10.0, ge=6.0)
 
     # Model sync and serving
     model_sync_interval_s: float = 60.0

@@ -99,7 +99,8 @@ def set_replay_offsets(
     from bridge.group_offsets import GroupOffsets
 
     group = GroupOffsets(settings)
-    group.require_empty()
+    # A bridge stopped with the stack leaves its static membership for its session timeout.
+    group.require_empty(static_expiry_s=settings.bridge_session_timeout_s + 5.0)
     partitions = group.partitions()
     earliest, end = group.earliest(partitions), group.end(partitions)
     wanted = manifest.offsets_by_partition()

@@ -85,3 +85,28 @@ def test_restore_refuses_while_the_group_has_a_member(topics: Settings) -> None:
     finally:
         consumer.close()
     assert GroupOffsets(topics).committed_or_earliest()[(topics.features_topic, 0)] == 4
+
+
+def test_a_stopped_bridges_static_membership_is_waited_out(topics: Settings) -> None:
+    # A bridge joins with group.instance.id; closing it does not leave the group (static
+    # membership lasts the session timeout), as after `fstore down` before a restore.
+    consumer = Consumer(
+        {
+            **topics.kafka_client_config(),
+            "group.id": topics.consumer_group,
+            "group.instance.id": "bridge-under-test",
+            "session.timeout.ms": int(topics.bridge_session_timeout_s * 1000),
+        }
+    )
+    consumer.subscribe([topics.features_topic])
+    assert wait_until(lambda: bool(consumer.poll(0.2) or consumer.assignment()), 60)
+    consumer.close()
+    group = GroupOffsets(topics)
+    with pytest.raises(BackupError, match="has 1 member"):
+        group.require_empty(static_expiry_s=0.0)  # still listed: not waited for
+
+    group.require_empty(static_expiry_s=topics.bridge_session_timeout_s + 5.0)
+
+    f = (topics.features_topic, 0)
+    set_replay_offsets(topics, manifest([PartitionOffset(f[0], 0, 7)]), False)
+    assert group.committed_or_earliest()[f] == 7
