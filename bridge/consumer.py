@@ -162,6 +162,10 @@ class Bridge:
             if error.code() == KafkaError._PARTITION_EOF:
                 return
             metrics.BRIDGE_ERRORS.labels("kafka").inc()
+            if error.fatal():
+                # The consumer is dead for good (a static member fenced after a broker
+                # outage longer than its session): bridge.main starts a new one.
+                raise KafkaException(error)
             log.warning("kafka_error code=%s reason=%s", error.name(), quoted(error.str()))
             return
         kind = self.kinds.get(msg.topic() or "", FEATURES)
