@@ -162,7 +162,8 @@ class Bridge:
             if error.code() == KafkaError._PARTITION_EOF:
                 return
             metrics.BRIDGE_ERRORS.labels("kafka").inc()
-            if error.fatal():
+            # A consumer's fatal error comes as code _FATAL, its fatal() flag unset.
+            if error.fatal() or error.code() == KafkaError._FATAL:
                 # The consumer is dead for good (a static member fenced after a broker
                 # outage longer than its session): bridge.main starts a new one.
                 raise KafkaException(error)
