@@ -7,35 +7,17 @@ from __future__ import annotations
 import datetime as dt
 import random
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pyarrow as pa
-import pytest
-import redis
 
 from featurestore.constants import online_feature_key
 from featurestore.ingest import write_batch
-from featurestore.services import ManagedService
-from featurestore.settings import Settings
 from featurestore.store.database import OffsetSpan
 from featurestore.store.online import as_text, from_micros
 from featurestore.store.service import DuckDBService
 
 T0 = dt.datetime(2024, 3, 1)
 Stored = dict[tuple[str, str], tuple[float, dt.datetime, dt.datetime]]
-
-
-@pytest.fixture
-def service(
-    settings: Settings, redis_service: ManagedService, tmp_path: Path
-) -> Iterator[DuckDBService]:
-    local = settings.model_copy(update={"state_dir": tmp_path, "duckdb_path": None})
-    client = redis.Redis.from_url(settings.redis_url)
-    running = DuckDBService(local, client)
-    yield running
-    running.close()
-    client.close()
 
 
 class Batches:

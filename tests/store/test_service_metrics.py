@@ -5,34 +5,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
-import redis
 from prometheus_client import REGISTRY
 
 from featurestore.ingest import write_batch
-from featurestore.services import ManagedService
-from featurestore.settings import Settings
 from featurestore.store.database import OffsetSpan
 from featurestore.store.service import DuckDBService
 
 KAFKA = "fstore_freshness_kafka_to_online_seconds"
 EVENT = "fstore_freshness_event_to_commit_seconds"
-
-
-@pytest.fixture
-def service(
-    settings: Settings, redis_service: ManagedService, tmp_path: Path
-) -> Iterator[DuckDBService]:
-    local = settings.model_copy(update={"state_dir": tmp_path, "duckdb_path": None})
-    client = redis.Redis.from_url(settings.redis_url)
-    running = DuckDBService(local, client)
-    yield running
-    running.close()
-    client.close()
 
 
 def bucket(name: str, le: str) -> float:
