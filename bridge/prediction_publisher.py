@@ -14,13 +14,12 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any
 
 import numpy as np
 from confluent_kafka import KafkaError, Message, Producer
 
 from featurestore import metrics
-from featurestore.ingest.predictions import encode_record
+from featurestore.ingest.predictions import Record, encode_record
 from featurestore.logs import quoted
 from featurestore.serving import prediction_log
 from featurestore.serving.predict import PredictionResult
@@ -67,7 +66,7 @@ class KafkaPredictionLog:
         self.buffer = buffer or PredictionLog.from_settings(settings)
         self.topic = settings.predictions_topic
         self.producer = self._producer()
-        self._pending: deque[dict[str, Any]] = deque()  # records not yet produced
+        self._pending: deque[Record] = deque()  # records not yet produced
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._delivered = metrics.PREDICTION_LOG_RECORDS.labels("delivered")

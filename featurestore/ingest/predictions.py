@@ -5,25 +5,32 @@ A record is a JSON object with exactly these fields:
 
 - request_id, model_id, model_version: non-empty strings (request_id at most 1024 chars)
 - entity_id: the entity predicted for, or null (ModelInfer rows name no entity)
-- served_at: ISO-8601 time the answer was computed (UTC)
+- served_at: ISO-8601 time the answer was computed (UTC; a time without offset is UTC)
 - source: "predict" or "infer"
 - features: [{name, value, origin ("online" | "fallback" | "request"), event_timestamp
-  (ISO-8601, null for request values)}] in the model's expected order; a request value
-  may be null (a ModelInfer client's NaN)
+  (ISO-8601 as served_at, null for request values)}] in the model's expected order; a
+  request value may be null (a ModelInfer client's NaN)
 - outputs: [{name, values: [number | null], labels: [string]}]
+
+Both ends run in C on the good path: the publisher encodes a Record with msgspec, the bridge
+decodes with msgspec into typed structs (prediction_decode); whatever that refuses goes to the
+reference rules (PredictionRows.append_record), which accept or refuse it with their
+reason, so the fast path changes no verdict and no error text, only the cost.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+import msgspec
 import pyarrow as pa
 
 from featurestore.arrow_ipc import decode_table, encode_table
 from featurestore.errors import ValidationError
 from featurestore.ingest.events import MAX_NAME_LENGTH, decode_json, number, timestamp_micros
+from featurestore.ingest.prediction_decode import MAX_REQUEST_ID, fast_row
 
 FIELDS = frozenset(
     {
@@ -39,9 +46,6 @@ FIELDS = frozenset(
 )
 SOURCES = frozenset({"predict", "infer"})
 ORIGINS = frozenset({"online", "fallback", "request"})
-MAX_REQUEST_ID = 1024
-# orjson writes naive datetimes (UTC here) as "...Z", in C: no isoformat() call per value.
-JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 
 FEATURE_TYPE = pa.struct(
     [
@@ -73,9 +77,37 @@ _FEATURE_KEYS = frozenset(FEATURE_TYPE.names)
 _OUTPUT_KEYS = frozenset(OUTPUT_TYPE.names)
 
 
-def encode_record(record: dict[str, Any]) -> bytes:
-    """One record's JSON (datetimes naive UTC)."""
-    return orjson.dumps(record, option=JSON_OPTIONS)
+class Output(msgspec.Struct, gc=False):
+    """One output of a record: numbers in values, or text in labels."""
+
+    name: str
+    values: list[Any]
+    labels: list[str]
+
+
+class Record(msgspec.Struct, gc=False):
+    """One record as the publisher encodes it: the fields above; features are objects with
+    FEATURE_TYPE's fields (the serving side's UsedFeature dataclasses, or dicts)."""
+
+    request_id: str
+    model_id: str
+    model_version: str
+    entity_id: str | None
+    served_at: dt.datetime
+    source: str
+    features: list[Any]
+    outputs: list[Output]
+
+
+# msgspec writes a record of 10 features in 3.7 us where orjson took 6.5 us for the JSON
+# alone (its dataclass path is slow) plus 1-2 us to build the dict (README, Benchmarks).
+# It writes naive datetimes (UTC here) without an offset, which the bridge reads as UTC.
+_ENCODER = msgspec.json.Encoder()
+
+
+def encode_record(record: Record | dict[str, Any]) -> bytes:
+    """One record's JSON (naive datetimes are UTC)."""
+    return _ENCODER.encode(record)
 
 
 def _text(value: object, key: str, limit: int = MAX_NAME_LENGTH) -> str:
@@ -189,7 +221,12 @@ class PredictionRows:
 def parse_record(raw: bytes | None) -> PredictionRows:
     """Parse and validate one Kafka message of the predictions topic (one record)."""
     rows = PredictionRows()
-    rows.append_record(decode_json(raw))
+    row = fast_row(raw)
+    if row is None:
+        rows.append_record(decode_json(raw))
+    else:
+        for name, value in row.items():
+            rows.columns[name].append(value)
     return rows
 
 

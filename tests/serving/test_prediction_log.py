@@ -232,3 +232,58 @@ def test_a_modelinfer_nan_is_logged_as_null(model: LoadedModel) -> None:
     (entry,) = log.take(1)
     parsed = parse_record(encode(entry)[0])
     assert parsed.columns["features"][0][0]["value"] is None
+
+
+def reference_rows(raw: bytes) -> dict[str, list[object]]:
+    rows = PredictionRows()
+    rows.append_record(orjson.loads(raw))
+    return rows.columns
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"served_at": "2024-05-01T12:00:00.5+02:00", "entity_id": None, "source": "infer"},
+        {
+            "features": [
+                {"name": "a", "value": 3, "origin": "fallback", "event_timestamp": "2024-05-01"},
+                {"name": "b", "value": None, "origin": "request", "event_timestamp": None},
+                {"name": "c", "value": 1e308, "origin": "online", "event_timestamp": "2024-05-01"},
+            ],
+            "outputs": [{"name": "label", "values": [], "labels": ["yes", "no"]}],
+        },
+    ],
+)
+def test_the_bridges_fast_parser_gives_the_rows_of_the_reference_rules(
+    change: dict[str, object],
+) -> None:
+    record = orjson.loads(encode(Predicted("r", result(), 1.0))[0])
+    record.update(change)
+    raw = orjson.dumps(record)
+    assert parse_record(raw).columns == reference_rows(raw)
+
+
+@pytest.mark.parametrize(
+    ("feature", "reason"),
+    [
+        ({"name": "a", "value": None, "origin": "online", "event_timestamp": None}, "must be a"),
+        ({"name": "a", "value": 1e308, "origin": "online", "event_timestamp": "x"}, "ISO-8601"),
+        (
+            {
+                "name": "a",
+                "value": 1.0,
+                "origin": "online",
+                "event_timestamp": "0001-01-01T00:00+01:00",
+            },
+            "outside years 1-9999",
+        ),
+    ],
+)
+def test_what_the_fast_parser_cannot_vouch_for_gets_the_reference_verdict(
+    feature: dict[str, object], reason: str
+) -> None:
+    record = orjson.loads(encode(Predicted("r", result(), 1.0))[0])
+    record["features"] = [feature]
+    with pytest.raises(ValidationError, match=reason):
+        parse_record(orjson.dumps(record))
