@@ -90,7 +90,10 @@ bench-prediction-log: setup
 demo: setup
 	$(PY) -m demo
 
+# The load comes from ghz (Go, pinned in bench/ghz.py), installed into .state/tools by
+# `go install` when absent; a Python client's figures are kept beside (*_pyclient).
 bench-serve: setup
+	$(PY) -m bench.ghz
 	$(PY) -m bench.serve
 
 # bench-ingest, bench-read and bench-serve in turn (short forms; BENCH_ARGS=--full for full

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import grpc
 
 from bench.common import percentile
+
+log = logging.getLogger("bench.load")
 
 Call = Callable[[int], object]
 
@@ -106,3 +110,45 @@ def closed_loop(calls: dict[str, Call], samples: int, warmup: int = 50) -> dict[
             call(i)
             out[name].append((time.perf_counter() - began) * 1000)
     return out
+
+
+class Step(Protocol):
+    """One rate's outcome, from either client (LoadResult, bench.ghz.GhzRun)."""
+
+    latencies_ms: list[float]
+
+    @property
+    def achieved_rps(self) -> float:
+        """Calls answered per second."""
+
+    @property
+    def error_count(self) -> int:
+        """Calls that failed."""
+
+    def kept_up(self) -> bool:
+        """No error, and the rate reached."""
+
+
+def ramp(
+    run: Callable[[int], Step], start: int, step: int, client: str
+) -> tuple[int, list[dict[str, Any]]]:
+    """Step the rate up until a step has an error or misses its rate; the last clean rate."""
+    best, steps = 0, []
+    rate = start
+    while True:
+        result = run(rate)
+        outcome = {
+            "rate": rate,
+            "achieved_rps": round(result.achieved_rps),
+            "p50_ms": round(percentile(result.latencies_ms, 0.5), 3),
+            "p99_ms": round(percentile(result.latencies_ms, 0.99), 3),
+            "errors": result.error_count,
+        }
+        steps.append(outcome)
+        log.info(
+            "bench_ramp client=%s %s", client, " ".join(f"{k}={v}" for k, v in outcome.items())
+        )
+        if not result.kept_up():
+            return best, steps
+        best = rate
+        rate += step

@@ -1,7 +1,8 @@
 """make bench-serve: Predict over gRPC on 100k entities in the online store.
 
-Measures, in one run: Predict for one entity at a steady 500 requests/s for 30 s (open loop);
-the highest rate with zero errors (the rate stepped up until errors or the rate is missed);
+Measures, in one run: Predict for one entity at a steady 500 requests/s for 30 s (open loop)
+and the highest rate with zero errors (the rate stepped up until errors or the rate is
+missed), both from ghz (bench.ghz, a Go client) and again from Python threads (`_pyclient`);
 ModelInfer (KServe v2) for one row; Predict for 100 entities; and a floor, the health
 Check, measured in turn with the single calls; Predict with the prediction log on and off
 (bench.serve_logging: the demo's model is logged, a twin of it is not). The model is the
@@ -27,9 +28,11 @@ import numpy as np
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench import ghz
 from bench.common import bench_settings, now, percentile, running_stack
-from bench.load import Call, closed_loop, open_loop
+from bench.load import Call, closed_loop, open_loop, ramp
 from bench.serve_logging import UNLOGGED_MODEL_ID, logging_on_off
+from bench.serve_table import table
 from bench.server_stats import CpuMeter, predict_buckets
 from bridge.producer import FileProducer
 from demo import client, data, model, publish
@@ -128,8 +131,13 @@ def infer_request(stub: oip_grpc.GRPCInferenceServiceStub, row: np.ndarray) -> A
     return request
 
 
-def measure(settings: Settings, credit: data.CreditData) -> dict[str, Any]:
-    """Every gRPC measurement, on one channel per kind of call."""
+def measure(settings: Settings, credit: data.CreditData, folder: Path) -> dict[str, Any]:
+    """Every gRPC measurement: single calls on one channel, the rates from ghz and it."""
+    ghz_client = ghz.Client(
+        ghz.install(ghz.TOOLS),
+        ghz.target(settings, client.address(settings), folder),
+        folder, CALL_TIMEOUT_S, THREADS,
+    )  # fmt: skip
     channel = client_channel(settings, client.address(settings))
     stub = pb_grpc.FeatureStoreStub(channel)
     health = health_pb2_grpc.HealthStub(channel)
@@ -176,31 +184,17 @@ def measure(settings: Settings, credit: data.CreditData) -> dict[str, Any]:
     for name, values in samples.items():
         out[f"{name}_p50_ms"] = percentile(values, 0.5)
         out[f"{name}_p99_ms"] = percentile(values, 0.99)
-    log.info("bench_steady rate=%d seconds=%d", STEADY_RATE, STEADY_SECONDS)
-    before = predict_buckets(settings, publish.MODEL_ID)
-    # Health Checks at a low rate beside it: the floor under the same load and noise.
-    with ThreadPoolExecutor(1) as beside, CpuMeter(settings) as cpu:
-        floor = beside.submit(open_loop, calls["floor"], FLOOR_RATE, STEADY_SECONDS, 2)
-        steady = open_loop(predict_one, STEADY_RATE, STEADY_SECONDS, THREADS)
-    out.update(steady.summary("predict"))
-    loaded_floor = floor.result()
-    out["floor_under_load_p50_ms"] = percentile(loaded_floor.latencies_ms, 0.5)
-    out["floor_under_load_p99_ms"] = percentile(loaded_floor.latencies_ms, 0.99)
-    # The server's own time of each Predict (Predictor.predict, from its histogram): how
-    # much of the tail is the domain work, and how much transport and scheduling.
-    after = predict_buckets(settings, publish.MODEL_ID)
-    total = after["+Inf"] - before.get("+Inf", 0.0)
-    for bound in ("0.001", "0.0025", "0.005"):
-        over = total - (after[bound] - before.get(bound, 0.0))
-        out[f"server_predict_over_{float(bound) * 1000:g}ms_share"] = over / total if total else 0
-
-    # Where the CPU went, per request: this client, the gRPC server, Redis (2 cores shared).
-    served = len(steady.latencies_ms) or 1
-    for name, seconds in cpu.seconds.items():
-        out[f"cpu_ms_per_predict_{name}"] = seconds * 1000 / served
-    out["predict_error_codes"] = dict(steady.errors)
+    out.update(steady_runs(settings, ghz_client, predict_one, calls["floor"], ids))
     out.update(logging_on_off(settings, stub, ids))
-    out["max_rps_no_errors"], out["ramp"] = ramp(predict_one)
+    log.info("bench_ramp_start clients=ghz,python start=%d step=%d", RAMP_START, RAMP_STEP)
+    out["max_rps_no_errors"], out["ramp"] = ramp(
+        lambda rate: ghz_client.predict(publish.MODEL_ID, ids, rate, RAMP_SECONDS),
+        RAMP_START, RAMP_STEP, "ghz",
+    )  # fmt: skip
+    out["max_rps_no_errors_pyclient"], out["ramp_pyclient"] = ramp(
+        lambda rate: open_loop(predict_one, rate, RAMP_SECONDS, THREADS * 2),
+        RAMP_START, RAMP_STEP, "python",
+    )  # fmt: skip
     # The same ramp read with the latency target too: the rate this server sustains well.
     out["max_rps_p99_under_4ms"] = max(
         (
@@ -214,81 +208,44 @@ def measure(settings: Settings, credit: data.CreditData) -> dict[str, Any]:
     return out
 
 
-def ramp(call: Any) -> tuple[int, list[dict[str, Any]]]:
-    """Step the rate up until a step has an error or misses its rate; the last clean rate."""
-    best, steps = 0, []
-    rate = RAMP_START
-    while True:
-        result = open_loop(call, rate, RAMP_SECONDS, THREADS * 2)
-        step = {
-            "rate": rate,
-            "achieved_rps": round(result.achieved_rps),
-            "p50_ms": round(percentile(result.latencies_ms, 0.5), 3),
-            "p99_ms": round(percentile(result.latencies_ms, 0.99), 3),
-            "errors": result.error_count,
-        }
-        steps.append(step)
-        log.info("bench_ramp %s", " ".join(f"{k}={v}" for k, v in step.items()))
-        if not result.kept_up():
-            return best, steps
-        best = rate
-        rate += RAMP_STEP
+def steady_runs(
+    settings: Settings, go: ghz.Client, predict_one: Call, floor_call: Call, ids: list[str]
+) -> dict[str, Any]:
+    """Predict for one entity at STEADY_RATE and the floor beside it at FLOOR_RATE, from
+    ghz (the headline figures) and then from this process's threads (`_pyclient`)."""
+    log.info("bench_steady client=ghz rate=%d seconds=%d", STEADY_RATE, STEADY_SECONDS)
+    before = predict_buckets(settings, publish.MODEL_ID)
+    with CpuMeter(settings) as cpu:
+        steady, floor = go.steady_with_floor(
+            publish.MODEL_ID, ids, STEADY_RATE, STEADY_SECONDS, FLOOR_RATE
+        )
+    after = predict_buckets(settings, publish.MODEL_ID)
+    out: dict[str, Any] = steady.summary("predict")
+    out["predict_error_codes"] = dict(steady.errors)
+    out["floor_under_load_p50_ms"] = percentile(floor.latencies_ms, 0.5)
+    out["floor_under_load_p99_ms"] = percentile(floor.latencies_ms, 0.99)
+    # Where the CPU went, per request: the client (both ghz processes, their start-up and
+    # JSON report included), the gRPC server, Redis (2 cores shared).
+    out["cpu_ms_per_predict_client"] = (steady.cpu_s + floor.cpu_s) * 1000 / steady.planned
+    for name in ("grpc", "redis"):
+        out[f"cpu_ms_per_predict_{name}"] = cpu.seconds[name] * 1000 / steady.planned
+    # The server's own time of each Predict (Predictor.predict, from its histogram): how
+    # much of the tail is the domain work, and how much transport and scheduling.
+    total = after["+Inf"] - before.get("+Inf", 0.0)
+    for bound in ("0.001", "0.0025", "0.005"):
+        over = total - (after[bound] - before.get(bound, 0.0))
+        out[f"server_predict_over_{float(bound) * 1000:g}ms_share"] = over / total if total else 0
 
-
-def table(result: dict[str, Any]) -> str:
-    """The figures against the targets, for people."""
-    rows = [
-        ("Predict 1 entity @500 rps p50 (ms)", result["predict_p50_ms"], "<= 1.5"),
-        ("Predict 1 entity @500 rps p99 (ms)", result["predict_p99_ms"], "<= 4"),
-        ("Predict @500 rps errors", result["predict_errors"], "0"),
-        ("Predict @500 rps achieved (req/s)", result["predict_achieved_rps"], ""),
-        ("Predict @500 rps send lateness p99 (ms)", result["predict_late_p99_ms"], ""),
-        ("highest rate without errors (req/s)", result["max_rps_no_errors"], ">= 1000"),
-        ("highest rate with p99 <= 4 ms (req/s)", result["max_rps_p99_under_4ms"], ""),
-        ("Predict 100 entities p50 (ms)", result["predict_batch100_p50_ms"], "<= 5"),
-        ("Predict 100 entities p99 (ms)", result["predict_batch100_p99_ms"], ""),
-        ("Predict 100 entities, log off, p50 (ms)", result["predict_batch100_unlogged_p50_ms"], ""),
-        ("Predict 100 entities, log off, p99 (ms)", result["predict_batch100_unlogged_p99_ms"], ""),
-        ("  floor in turn with it, p50 (ms)", result["floor_beside_unlogged_p50_ms"], ""),
-        ("  floor in turn with it, p99 (ms)", result["floor_beside_unlogged_p99_ms"], ""),
-        ("Predict 1 entity one at a time p50 (ms)", result["predict_closed_p50_ms"], ""),
-        ("Predict 1 entity one at a time p99 (ms)", result["predict_closed_p99_ms"], ""),
-        ("ModelInfer 1 row p50 (ms)", result.get("infer_p50_ms", "-"), ""),
-        ("ModelInfer 1 row p99 (ms)", result.get("infer_p99_ms", "-"), ""),
-        ("CPU per Predict @500 rps: client (ms)", result["cpu_ms_per_predict_client"], ""),
-        ("CPU per Predict @500 rps: gRPC server (ms)", result["cpu_ms_per_predict_grpc"], ""),
-        ("CPU per Predict @500 rps: Redis (ms)", result["cpu_ms_per_predict_redis"], ""),
-        ("server-side Predict over 1 ms (share)", result["server_predict_over_1ms_share"], ""),
-        ("server-side Predict over 2.5 ms (share)", result["server_predict_over_2.5ms_share"], ""),
-        ("Predict, prediction log on, p50 (ms)", result["predict_logged_p50_ms"], ""),
-        ("Predict, prediction log on, p99 (ms)", result["predict_logged_p99_ms"], ""),
-        ("Predict, prediction log off, p50 (ms)", result["predict_unlogged_p50_ms"], ""),
-        ("Predict, prediction log off, p99 (ms)", result["predict_unlogged_p99_ms"], ""),
-        ("prediction log adds at p99 (ms)", result["predict_logging_added_p99_ms"], "<= 0.3"),
-        ("  95% interval (ms)", str(result["predict_logging_added_p99_ci95_ms"]), ""),
-        ("Predict, log on, 1 s blocks, p99 (ms)", result["predict_logged_blocks_p99_ms"], ""),
-        ("Predict, log off, 1 s blocks, p99 (ms)", result["predict_unlogged_blocks_p99_ms"], ""),
-        (
-            "  adds at p50 / p99 (ms)",
-            "{:.3f} / {:.3f}".format(
-                result["predict_logging_added_blocks_p50_ms"],
-                result["predict_logging_added_blocks_p99_ms"],
-            ),
-            "",
-        ),
-        ("prediction log: records delivered", result["prediction_log_delivered"], ""),
-        ("prediction log: records dropped", result["prediction_log_dropped"], ""),
-        ("prediction log: rows in DuckDB", result["prediction_log_rows"], ""),
-        ("floor: health Check p50 (ms)", result["floor_p50_ms"], ""),
-        ("floor: health Check p99 (ms)", result["floor_p99_ms"], ""),
-        ("floor at 50 rps beside the 500 rps, p50 (ms)", result["floor_under_load_p50_ms"], ""),
-        ("floor at 50 rps beside the 500 rps, p99 (ms)", result["floor_under_load_p99_ms"], ""),
-    ]
-    lines = [f"{'MEASURE':<46}{'VALUE':>10}  TARGET"]
-    for name, value, target in rows:
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        lines.append(f"{name:<46}{shown:>10}  {target}")
-    return "\n".join(lines)
+    log.info("bench_steady client=python rate=%d seconds=%d", STEADY_RATE, STEADY_SECONDS)
+    with ThreadPoolExecutor(1) as beside, CpuMeter(settings) as cpu:
+        floor_py = beside.submit(open_loop, floor_call, FLOOR_RATE, STEADY_SECONDS, 2)
+        steady_py = open_loop(predict_one, STEADY_RATE, STEADY_SECONDS, THREADS)
+    out.update(steady_py.summary("predict_pyclient"))
+    out["floor_under_load_pyclient_p50_ms"] = percentile(floor_py.result().latencies_ms, 0.5)
+    out["floor_under_load_pyclient_p99_ms"] = percentile(floor_py.result().latencies_ms, 0.99)
+    out["cpu_ms_per_predict_pyclient"] = cpu.seconds["client"] * 1000 / steady_py.planned
+    out["cpu_ms_per_predict_grpc_pyclient"] = cpu.seconds["grpc"] * 1000 / steady_py.planned
+    return out
 
 
 def main() -> None:
@@ -302,7 +259,7 @@ def main() -> None:
         with running_stack(settings):
             credit = load_features(settings, folder)
             publish_model(settings, credit, folder)
-            result = measure(settings, credit)
+            result = measure(settings, credit, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     result = {
