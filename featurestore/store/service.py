@@ -23,6 +23,7 @@ from featurestore.store import freshness, registry, skew, training
 from featurestore.store.database import OffsetSpan, Store, WriteResult
 from featurestore.store.merger import Merger
 from featurestore.store.online import OnlineStore, online_updates_sql
+from featurestore.store.online_pack import packed_updates
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,20 @@ def online_updates(cur: duckdb.DuckDBPyConnection, rows: pa.Table) -> pa.Table:
 
 
 def _count_write(
-    event: str, rows: Counter, span: OffsetSpan, result: WriteResult, began: float
+    event: str,
+    rows: Counter,
+    span: OffsetSpan,
+    result: WriteResult,
+    began: float,
+    committed: float | None = None,
 ) -> float:
-    """Count a committed batch's rows, log it as `event`; returns its seconds since began."""
-    elapsed = time.perf_counter() - began
+    """Count a committed batch's rows, log it as `event` (with the ms to the DuckDB commit
+    when given); returns its seconds since began."""
+    end = time.perf_counter()
     rows.labels("inserted").inc(result.inserted)
     rows.labels("duplicate").inc(result.duplicates)
     log.info(
-        "%s topic=%s partition=%d offsets=%d-%d inserted=%d duplicates=%d ms=%.1f",
+        "%s topic=%s partition=%d offsets=%d-%d inserted=%d duplicates=%d ms=%.1f commit_ms=%.1f",
         event,
         span.topic,
         span.partition,
@@ -52,9 +59,10 @@ def _count_write(
         span.last_offset,
         result.inserted,
         result.duplicates,
-        elapsed * 1000,
+        (end - began) * 1000,
+        ((committed or end) - began) * 1000,
     )
-    return elapsed
+    return end - began
 
 
 class DuckDBService:
@@ -95,17 +103,20 @@ class DuckDBService:
         batch = write_batch.decode_batch(payload)
         rows = batch.rows
         result, written = self.store.write_features(rows, batch.offsets, span)
-        committed = time.time()
+        committed, committed_perf = time.time(), time.perf_counter()
         self.merger.written()
         # Applied for every row, duplicates included (with their first write's created_at):
         # a worker killed between the DuckDB commit and this update gets a second chance
         # when the batch is redelivered.
-        self.online.apply_updates(online_updates(self.store.cursor(), written))
+        updates = packed_updates(written)
+        if updates is None:
+            updates = online_updates(self.store.cursor(), written)
+        self.online.apply_updates(updates)
         if result.duplicates == 0:
             # A redelivered batch's rows were counted at their first write.
             freshness.observe(batch, committed, online_at=time.time())
         metrics.WRITE_SECONDS.observe(
-            _count_write("write_batch", metrics.WRITE_ROWS, span, result, began)
+            _count_write("write_batch", metrics.WRITE_ROWS, span, result, began, committed_perf)
         )
         return result
 
