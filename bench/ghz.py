@@ -242,7 +242,12 @@ def run(
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0 or not out.exists():
         raise RuntimeError(f"ghz {call} failed ({process.returncode}): {err.read_text()[-500:]}")
-    result = parse_report(json.loads(out.read_text()), rate, planned)
+    report = json.loads(out.read_text())
+    result = parse_report(report, rate, planned)
+    # The texts behind the codes (which side failed), most frequent first.
+    texts = sorted((report.get("errorDistribution") or {}).items(), key=lambda kv: -kv[1])
+    for text, count in texts[:3]:
+        log.warning("bench_ghz_errors call=%s rate=%g count=%d error=%r", call, rate, count, text)
     result.cpu_s = usage.ru_utime + usage.ru_stime
     return result
 
