@@ -1,9 +1,12 @@
 """ghz (github.com/bojand/ghz), a Go gRPC load client, driven for make bench-serve.
 
-A Python client costs 0.30-0.35 ms of CPU per call on the 2 cores it shares with the server,
-and its threads' waits for the GIL land in the latencies it measures; ghz sends from Go
-goroutines at a constant rate (--rps with --async: a call is sent on its tick, whatever
-earlier calls take) and reports every call's latency and status in its JSON output.
+Python threads sending calls wait for the GIL, and those waits land in the latencies they
+measure; a thread also waits for its reply, so an overloaded server holds back its sends.
+ghz sends from Go goroutines at a constant rate (--rps with --async: each call leaves on
+its tick, whatever earlier calls take) and reports every call's latency and status in its
+JSON output. It does not cost the server's cores less CPU per call than the Python client
+(0.3-0.4 ms at 500 calls/s, mostly the wake-ups of a sender idle between calls; README,
+Serving).
 
 `python -m bench.ghz` installs the pinned version into the state folder's tools (make
 bench-serve runs it first; nothing is done when it is there).
@@ -187,7 +190,7 @@ def parse_report(report: dict[str, Any], rate: float, planned: int) -> GhzRun:
         calls.append((began, latency_ns, status))
         if status != "OK":
             run.errors[status] += 1
-    # Calls ghz never reported (stopped by its time limit) are errors too.
+    # Calls planned that ghz did not report are errors too.
     missing = planned - len(calls)
     if missing > 0:
         run.errors["NOT_SENT"] += missing
