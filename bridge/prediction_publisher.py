@@ -30,18 +30,18 @@ from featurestore.settings import Settings
 log = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.02
-# A step takes one call (encoding and producing one record), then, when more wait, sleeps,
-# so that a serving thread waiting for the GIL (its Redis reply came while this one worked)
-# takes it; otherwise that thread waits until this one blocks, up to the 5 ms switch
-# interval. In `make bench-prediction-log` (in-process Predict back to back, the worst case:
-# the serving thread always wants the GIL) one call per step added least to Predict's p99,
-# against 8 per step and 32 without sleeping; the price is a little p50 (a GIL hand-over
-# per call) and a bounded drain rate while a backlog waits (README, Benchmarks).
-CALLS_PER_STEP = 1
-# A call of 100 entities is 100 records: encoded in one step they held the GIL about as long
-# as the 100-entity Predict waiting behind it took for itself (make bench-serve, logged
-# against unlogged; README, Benchmarks). Records are encoded as they are produced, a few
-# per step.
+# A step encodes and produces at most RECORDS_PER_STEP records, taking calls from the buffer
+# (at most CALLS_PER_STEP) while fewer than that wait, then, when more wait, sleeps, so that
+# a serving thread waiting for the GIL (its Redis reply came while this one worked) takes
+# it; otherwise that thread waits until this one blocks, up to the 5 ms switch interval.
+# A call of 100 entities is 100 records: encoded in one step they held the GIL about as
+# long as the 100-entity Predict waiting behind it took for itself (make bench-serve).
+# The sleep is what a step costs most: about 45 us of this thread's CPU (a context switch
+# on a loaded machine) against 5-6 us to encode and produce a 10-feature record, so steps
+# of one call each (as before) cost 55-65 us a 1-entity record, and steps of up to 16
+# records 10-15 (bench.prediction_log_cost, publisher_cpu_us_per_record; README,
+# Benchmarks). 16 records hold the GIL about 0.1 ms.
+CALLS_PER_STEP = 16
 RECORDS_PER_STEP = 16
 YIELD_S = 0.0001
 UNDELIVERED_LOG_EVERY_S = 10.0
@@ -132,9 +132,13 @@ class KafkaPredictionLog:
         buffer."""
         if self._fatal:
             self._replace_producer()
-        if not self._pending:
-            for entry in self.buffer.take(self.calls_per_step):
-                self._pending.extend(prediction_log.records(entry))
+        calls = 0
+        while len(self._pending) < self.records_per_step and calls < self.calls_per_step:
+            taken = self.buffer.take(1)
+            if not taken:
+                break
+            self._pending.extend(prediction_log.records(taken[0]))
+            calls += 1
         produced = 0
         full = False
         while self._pending and produced < self.records_per_step:

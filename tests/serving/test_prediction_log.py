@@ -268,6 +268,10 @@ def test_the_bridges_fast_parser_gives_the_rows_of_the_reference_rules(
     ("feature", "reason"),
     [
         ({"name": "a", "value": None, "origin": "online", "event_timestamp": None}, "must be a"),
+        (
+            {"name": "a", "value": None, "origin": "fallback", "event_timestamp": "2024-05-01"},
+            "must be a",
+        ),
         ({"name": "a", "value": 1e308, "origin": "online", "event_timestamp": "x"}, "ISO-8601"),
         (
             {
@@ -287,3 +291,11 @@ def test_what_the_fast_parser_cannot_vouch_for_gets_the_reference_verdict(
     record["features"] = [feature]
     with pytest.raises(ValidationError, match=reason):
         parse_record(orjson.dumps(record))
+
+
+def test_a_number_past_a_floats_range_gets_the_reference_verdict() -> None:
+    record = orjson.loads(encode(Predicted("r", result(), 1.0))[0])
+    record["outputs"] = [{"name": "p", "values": [0.5], "labels": []}]
+    raw = orjson.dumps(record).replace(b"0.5", b"1e999")
+    with pytest.raises(ValidationError, match="number is infinity"):
+        parse_record(raw)
