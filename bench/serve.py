@@ -15,10 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -212,7 +214,20 @@ def steady_runs(
     settings: Settings, go: ghz.Client, predict_one: Call, floor_call: Call, ids: list[str]
 ) -> dict[str, Any]:
     """Predict for one entity at STEADY_RATE and the floor beside it at FLOOR_RATE, from
-    ghz (the headline figures) and then from this process's threads (`_pyclient`)."""
+    ghz (the headline figures) and from this process's threads (`_pyclient`): ghz first,
+    or the threads first with FSTORE_BENCH_SERVE_PYTHON_FIRST=1 (runs taken in both orders
+    tell the client from the drift of a shared machine)."""
+    runs: list[Callable[[], dict[str, Any]]] = [
+        lambda: steady_ghz(settings, go, ids),
+        lambda: steady_python(settings, predict_one, floor_call),
+    ]
+    if os.environ.get("FSTORE_BENCH_SERVE_PYTHON_FIRST") == "1":
+        runs.reverse()
+    return {k: v for run in runs for k, v in run().items()}
+
+
+def steady_ghz(settings: Settings, go: ghz.Client, ids: list[str]) -> dict[str, Any]:
+    """The steady run from ghz, with the server's CPU and its own Predict time."""
     log.info("bench_steady client=ghz rate=%d seconds=%d", STEADY_RATE, STEADY_SECONDS)
     before = predict_buckets(settings, publish.MODEL_ID)
     with CpuMeter(settings) as cpu:
@@ -235,8 +250,13 @@ def steady_runs(
     for bound in ("0.001", "0.0025", "0.005"):
         over = total - (after[bound] - before.get(bound, 0.0))
         out[f"server_predict_over_{float(bound) * 1000:g}ms_share"] = over / total if total else 0
+    return out
 
+
+def steady_python(settings: Settings, predict_one: Call, floor_call: Call) -> dict[str, Any]:
+    """The steady run from this process's threads (`_pyclient` keys)."""
     log.info("bench_steady client=python rate=%d seconds=%d", STEADY_RATE, STEADY_SECONDS)
+    out: dict[str, Any] = {}
     with ThreadPoolExecutor(1) as beside, CpuMeter(settings) as cpu:
         floor_py = beside.submit(open_loop, floor_call, FLOOR_RATE, STEADY_SECONDS, 2)
         steady_py = open_loop(predict_one, STEADY_RATE, STEADY_SECONDS, THREADS)
