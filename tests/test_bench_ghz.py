@@ -4,6 +4,7 @@ protoset and the credentials it is given."""
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from grpc_health.v1 import health_pb2
 from pydantic import SecretStr
 
 from bench import ghz
+from bench.load import ramp
 from featurestore.settings import Settings
 from grpc_server.generated import featurestore_pb2
 
@@ -125,3 +127,23 @@ def test_target_passes_tls_root_and_token_in_a_private_file(tmp_path: Path) -> N
     assert to.metadata_file is not None
     assert to.metadata_file.stat().st_mode & 0o077 == 0
     assert '"Bearer s3cret-token-4242"' in to.metadata_file.read_text()
+
+
+def test_ramp_stops_at_the_first_step_that_errs_and_keeps_the_last_clean_rate() -> None:
+    def step(rate: int) -> ghz.GhzRun:
+        errors = Counter({"DEADLINE_EXCEEDED": 3}) if rate >= 1000 else Counter[str]()
+        return ghz.GhzRun(rate, rate, [1.0, 2.0], errors=errors, achieved_rps=rate)
+
+    best, steps = ramp(step, 500, 250, "test")
+    assert best == 750
+    assert [s["rate"] for s in steps] == [500, 750, 1000]
+    assert steps[-1]["errors"] == 3
+
+
+def test_ramp_stops_when_a_step_misses_its_rate() -> None:
+    def step(rate: int) -> ghz.GhzRun:
+        return ghz.GhzRun(rate, rate, [1.0], achieved_rps=min(rate, 800))
+
+    best, steps = ramp(step, 500, 250, "test")
+    assert best == 750
+    assert steps[-1]["achieved_rps"] == 800
