@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
 import tempfile
 import time
@@ -35,7 +36,8 @@ from tests.serving import onnx_models as om
 
 ENTITIES = 10_000
 MODEL_ID = "credit_risk_v1"
-REDIS_URL = "redis://localhost:7399/0"
+# Shifted like bench_settings' ports, so that two runs side by side use two Redis servers.
+REDIS_URL = f"redis://localhost:{7399 + int(os.environ.get('FSTORE_BENCH_PORT_OFFSET', '0'))}/0"
 ROUNDS = 400
 
 Step = Callable[[list[str]], object]

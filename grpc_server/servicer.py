@@ -30,14 +30,12 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
         """Latest values of one or many entities' features."""
         names = list(request.feature_names)
         if not request.entity_ids:
-            results = self.serving.online_features_many(
-                [request.entity_id], names, field="entity_id"
-            )
+            found = self.serving.online_features_many([request.entity_id], names, field="entity_id")
         elif request.entity_id:
             raise ValidationError("set entity_id or entity_ids, not both")
         else:
-            results = self.serving.online_features_many(list(request.entity_ids), names)
-        return convert.online_response(results)
+            found = self.serving.online_features_many(list(request.entity_ids), names)
+        return convert.online_response(found)
 
     @handle_errors
     def ListModels(  # noqa: N802 - name set by the proto

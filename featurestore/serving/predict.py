@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import redis
@@ -16,44 +13,38 @@ from featurestore import metrics
 from featurestore.errors import LimitError, MissingFeaturesError, QueryTimeoutError, ValidationError
 from featurestore.reads.features import LatestFeature, latest_features
 from featurestore.reads.reader import Reader
+from featurestore.serving.results import (
+    FALLBACK,
+    MISSING,
+    ONLINE,
+    ORIGINS,
+    REQUEST,
+    CallArrays,
+    EntityPrediction,
+    Origin,
+    PredictionResult,
+    UsedFeature,
+)
 from featurestore.serving.runtime import LoadedModel, ModelCache
-from featurestore.store.online import OnlineStore, from_micros, parse_stored
+from featurestore.store.online import OnlineStore
+from featurestore.store.online_grid import to_micros
 
-Origin = Literal["online", "fallback", "request"]
+# Names other modules import from here.
+__all__ = [
+    "ORIGINS",
+    "CallArrays",
+    "EntityPrediction",
+    "Origin",
+    "PredictionResult",
+    "Predictor",
+    "UsedFeature",
+]
 MAX_ENTITY_ID_CHARS = 256
 # Fallback reads of this process in flight at once, all calls together (the read client
 # sends them to the DuckDB service in batches, tasks.client.coalescer).
 FALLBACK_THREADS = 16
-
-
-# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, about
-# three times the cost, and a Predict builds one per feature of each entity.
-@dataclass(slots=True)
-class UsedFeature:
-    """A feature value a prediction used, its event time (None for request values) and origin."""
-
-    name: str
-    value: float
-    event_timestamp: dt.datetime | None
-    origin: Origin
-
-
-@dataclass(frozen=True, slots=True)
-class EntityPrediction:
-    """One entity's model outputs and the features that produced them."""
-
-    entity_id: str
-    outputs: dict[str, list[float] | list[str]]
-    features: list[UsedFeature]
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionResult:
-    """The version that answered and one prediction per requested entity, in order."""
-
-    model_id: str
-    version: str
-    predictions: list[EntityPrediction]
+# A call's features being gathered: values, event micros and origin codes, (entities, features).
+_Cells = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class Predictor:
@@ -93,25 +84,28 @@ class Predictor:
         model = self.models.get(model_id)
         overrides = overrides or {}
         self._check_overrides(model, entity_ids, overrides)
-        used, gaps = self._online(model, entity_ids, overrides)
+        cells, gaps = self._online(model, entity_ids, overrides)
         if gaps and self.reader is not None:
             limit = self.fallback_timeout_s if timeout_s is None else timeout_s
-            self._fallback(model, entity_ids, used, gaps, min(limit, self.fallback_timeout_s))
+            self._fallback(model, entity_ids, cells, gaps, min(limit, self.fallback_timeout_s))
         if gaps:
             missing = {entity_ids[i]: names for i, names in gaps.items()}
             for names in missing.values():
                 for name in names:
                     metrics.MISSING_FEATURES.labels(model_id, name).inc()
             raise MissingFeaturesError(model_id, missing)
-        features = [[f for f in row if f is not None] for row in used]
-        rows = np.array([[f.value for f in row] for row in features], dtype=np.float64)
-        outputs = _per_entity(model.infer(rows), len(entity_ids))
+        values, micros, origins = cells
+        rows = {name: _as_rows(a, len(entity_ids)) for name, a in model.infer(values).items()}
+        arrays = CallArrays(tuple(model.feature_names), values, micros, origins, rows)
+        outputs = {name: array.tolist() for name, array in rows.items()}
         predictions = [
-            EntityPrediction(entity, {name: values[i] for name, values in outputs.items()}, row)
-            for i, (entity, row) in enumerate(zip(entity_ids, features, strict=True))
+            EntityPrediction(
+                entity, {name: listed[i] for name, listed in outputs.items()}, arrays=arrays, row=i
+            )
+            for i, entity in enumerate(entity_ids)
         ]
         metrics.PREDICT_SECONDS.labels(model_id).observe(time.perf_counter() - started)
-        return PredictionResult(model.model_id, model.version, predictions)
+        return PredictionResult(model.model_id, model.version, predictions, arrays)
 
     def _check_entities(self, entity_ids: list[str]) -> None:
         if not entity_ids:
@@ -147,39 +141,33 @@ class Predictor:
 
     def _online(
         self, model: LoadedModel, entity_ids: list[str], overrides: dict[str, dict[str, float]]
-    ) -> tuple[list[list[UsedFeature | None]], dict[int, list[str]]]:
+    ) -> tuple[_Cells, dict[int, list[str]]]:
         """Each entity's features in expected order from one round trip (no MULTI: the
-        reads need no isolation), request values first; None where missing, and the
-        missing names by entity position."""
+        reads need no isolation) as (values, event micros, origins) arrays, request values
+        first; origin MISSING where missing, and the missing names by entity position."""
         names = model.feature_names
-        replies = self.online.fields(entity_ids, names)
-        # Features written by one event share a time: each datetime is built once per call.
-        times: dict[int, dt.datetime] = {}
-        used: list[list[UsedFeature | None]] = []
+        grid = self.online.grid(entity_ids, names)
+        values, micros = grid.values, grid.event_micros
+        origins = np.full(values.shape, ONLINE, dtype=np.uint8)
+        if not grid.complete:
+            origins[~grid.present] = MISSING
+        if overrides:
+            column = {name: j for j, name in enumerate(names)}
+            for i, entity in enumerate(entity_ids):
+                for name, value in overrides.get(entity, {}).items():
+                    j = column[name]
+                    values[i, j], micros[i, j], origins[i, j] = float(value), 0, REQUEST
         gaps: dict[int, list[str]] = {}
-        for index, (entity, stored) in enumerate(zip(entity_ids, replies, strict=True)):
-            given = overrides.get(entity, {})
-            row: list[UsedFeature | None] = []
-            for name, raw in zip(names, stored, strict=True):
-                if name in given:
-                    row.append(UsedFeature(name, float(given[name]), None, "request"))
-                elif raw is not None:
-                    micros, value = parse_stored(raw)
-                    at = times.get(micros)
-                    if at is None:
-                        at = times[micros] = from_micros(micros)
-                    row.append(UsedFeature(name, value, at, "online"))
-                else:
-                    row.append(None)
-                    gaps.setdefault(index, []).append(name)
-            used.append(row)
-        return used, gaps
+        if not grid.complete:
+            for i, j in zip(*np.nonzero(origins == MISSING), strict=True):
+                gaps.setdefault(int(i), []).append(names[j])
+        return (values, micros, origins), gaps
 
     def _fallback(
         self,
         model: LoadedModel,
         entity_ids: list[str],
-        used: list[list[UsedFeature | None]],
+        cells: _Cells,
         gaps: dict[int, list[str]],
         timeout_s: float,
     ) -> None:
@@ -210,31 +198,28 @@ class Predictor:
             if pending:
                 raise QueryTimeoutError(f"the feature fallback took over {timeout_s:.3f} s")
             results = [future.result() for future in futures]
+        values, micros, origins = cells
         for index, latest_of_entity in zip(positions, results, strict=True):
             found = {f.feature_name: f for f in latest_of_entity}
-            row = used[index]
-            for position, feature in enumerate(model.features):
+            still: list[str] = []
+            for j, feature in enumerate(model.features):
+                if origins[index, j] != MISSING:
+                    continue
                 latest = found.get(feature.name)
-                if row[position] is None and latest is not None:
-                    row[position] = UsedFeature(
-                        feature.name, latest.value, latest.event_timestamp, "fallback"
-                    )
-            names = _missing(model, row)
-            if names:
-                gaps[index] = names
+                if latest is None:
+                    still.append(feature.name)
+                else:
+                    values[index, j] = latest.value
+                    micros[index, j] = to_micros(latest.event_timestamp)
+                    origins[index, j] = FALLBACK
+            if still:
+                gaps[index] = still
             else:
                 del gaps[index]
 
 
-def _missing(model: LoadedModel, row: list[UsedFeature | None]) -> list[str]:
-    return [f.name for f, used in zip(model.features, row, strict=True) if used is None]
-
-
-def _per_entity(outputs: dict[str, np.ndarray], n: int) -> dict[str, list[list[float] | list[str]]]:
-    """Each output as one list per entity: (n,) gives [value], (n, k) gives k values; numbers
-    as floats, strings (labels of classes named by text) as strings."""
-    result: dict[str, list[list[float] | list[str]]] = {}
-    for name, array in outputs.items():
-        values = array if array.dtype.kind in "OUS" else array.astype(np.float64, copy=False)
-        result[name] = values.reshape(n, -1).tolist()
-    return result
+def _as_rows(array: np.ndarray, n: int) -> np.ndarray:
+    """An output as one row per entity, (n, k): (n,) gives k = 1; numbers as float64, text
+    (labels of classes named by text) kept."""
+    values = array if array.dtype.kind in "OUS" else array.astype(np.float64, copy=False)
+    return values.reshape(n, -1)

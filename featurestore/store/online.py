@@ -11,6 +11,7 @@ import redis
 
 from featurestore.constants import online_feature_key
 from featurestore.store.merger import NEWEST
+from featurestore.store.online_grid import OnlineGrid, parse_grid
 
 # One hash per entity; a field holds "<event micros>:<value>:<created micros>". A field is
 # only overwritten by a newer value under the rule of the latest-values table and the
@@ -19,16 +20,21 @@ from featurestore.store.merger import NEWEST
 # then the larger value. So batches applied in any order, or twice, leave DuckDB's newest
 # value. A value stored without its created micros (written before the rule) counts as
 # older than any other at its event time; one that does not parse is replaced.
-# ARGV[i] packs KEYS[i]'s updates as records "field US micros US value US created RS"
-# (US = \x1f, RS = \x1e): one string per entity, because encoding one argument per field
-# costs more in the client than the script itself. A stored value's created micros and
-# value are read only on an event-time tie, and records go in parallel arrays: parsing
-# all of it every time, with a table per record, doubled the script's cost (README,
-# Benchmarks).
+# ARGV[i] packs KEYS[i]'s updates as records "field US micros:value:created RS" (US = \x1f,
+# RS = \x1e; the part after US is the value stored as is): one string per entity, because
+# encoding one argument per field costs more in the client than the script itself. The
+# script parses an update's micros, and a stored value's created micros and value, only
+# when the field is already stored (and the last two only on an event-time tie), and
+# reuses its tables across keys: with a table per record, or the update built from four
+# captures, it cost Redis 1.4-1.6x more CPU (README, Benchmarks and Freshness). Records
+# "field US micros US value US created RS" (the earlier form, which tests and benchmarks
+# build) are taken too.
 _SET_IF_NEWER = """
-local function newer(micros, created, value, stored)
+local function newer(update, stored)
   local s_micros = tonumber(string.match(stored, '^(-?%d+):'))
   if not s_micros then return true end
+  local micros, value, created = string.match(update, '^(-?%d+):([^:]*):(-?%d+)$')
+  micros = tonumber(micros)
   if micros ~= s_micros then return micros > s_micros end
   -- A tie on the event time (rare): only then is the rest of the stored value read.
   local s_value, s_created = string.match(stored, '^-?%d+:([^:]*):?(-?%d*)$')
@@ -39,25 +45,25 @@ local function newer(micros, created, value, stored)
   return tonumber(value) > s_value
 end
 local changed = 0
+local fields, values, updates = {}, {}, {}
 for i = 1, #KEYS do
-  local fields, micros, created, values, packed = {}, {}, {}, {}, {}
-  for f, m, v, c in string.gmatch(
-      ARGV[i], '([^\\31]*)\\31(%-?%d+)\\31([^\\31]*)\\31(%-?%d+)\\30') do
-    local n = #fields + 1
-    fields[n], micros[n], created[n], values[n] = f, tonumber(m), c, v
-    packed[n] = m .. ':' .. v .. ':' .. c
+  local n = 0
+  for f, v in string.gmatch(ARGV[i], '([^\\31]*)\\31([^\\30]*)\\30') do
+    n = n + 1
+    if string.find(v, '\\31', 1, true) then v = string.gsub(v, '\\31', ':') end
+    fields[n], values[n] = f, v
   end
-  local old = redis.call('HMGET', KEYS[i], unpack(fields))
-  local updates = {}
-  for j = 1, #fields do
-    if (not old[j]) or newer(micros[j], created[j], values[j], old[j]) then
-      updates[#updates + 1] = fields[j]
-      updates[#updates + 1] = packed[j]
+  local old = redis.call('HMGET', KEYS[i], unpack(fields, 1, n))
+  local u = 0
+  for j = 1, n do
+    if (not old[j]) or newer(values[j], old[j]) then
+      updates[u + 1], updates[u + 2] = fields[j], values[j]
+      u = u + 2
     end
   end
-  if #updates > 0 then
-    redis.call('HSET', KEYS[i], unpack(updates))
-    changed = changed + #updates / 2
+  if u > 0 then
+    redis.call('HSET', KEYS[i], unpack(updates, 1, u))
+    changed = changed + u / 2
   end
 end
 return changed
@@ -102,7 +108,7 @@ def online_updates_sql(source: str) -> str:
     return f"""
     SELECT entity_id,
            string_agg(feature_name || chr(31) || epoch_us(newest.event_timestamp)::VARCHAR
-                      || chr(31) || newest.value::VARCHAR || chr(31)
+                      || ':' || newest.value::VARCHAR || ':'
                       || epoch_us(newest.created_at)::VARCHAR || chr(30), '') AS updates
     FROM (SELECT entity_id, feature_name, newest,
                  (row_number() OVER (PARTITION BY entity_id ORDER BY feature_name) - 1)
@@ -186,6 +192,10 @@ class OnlineStore:
             _HMGET_MANY, len(keys), *keys, *names
         )
         return replies
+
+    def grid(self, entity_ids: Sequence[str], names: Sequence[str]) -> OnlineGrid:
+        """The named features of each entity as arrays (see fields), in one round trip."""
+        return parse_grid(self.fields(entity_ids, names), len(names))
 
     def get(self, entity_id: str) -> dict[str, OnlineValue]:
         """Latest values of every feature of one entity (empty when unknown)."""
