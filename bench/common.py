@@ -41,6 +41,7 @@ def bench_settings(state_dir: Path, **overrides: object) -> Settings:
         "metrics_port_worker": 10101 + shift,
         "metrics_port_bridge": 10102 + shift,
         "metrics_port_grpc": 10103 + shift,
+        "metrics_port_grpc_extra": 10106 + shift,
         "metrics_port_beat": 10104 + shift,
         "metrics_port_model_sync": 10105 + shift,
         "prometheus_port": 10090 + shift,

@@ -45,17 +45,20 @@ CALL_TIMEOUT_S = 2.0
 
 
 def log_records(settings: Settings) -> dict[str, float]:
-    """The gRPC process's fstore_prediction_log_records_total, by outcome."""
-    url = f"http://localhost:{settings.metrics_port_grpc}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        text = reply.read().decode()
-    return {
-        sample.labels["outcome"]: sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "fstore_prediction_log_records"
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    }
+    """The gRPC processes' fstore_prediction_log_records_total, by outcome (summed over
+    the processes of a group, settings.grpc_processes)."""
+    counts: dict[str, float] = {}
+    for port in settings.metrics_ports_grpc:
+        with urllib.request.urlopen(f"http://localhost:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        for family in text_string_to_metric_families(text):
+            if family.name != "fstore_prediction_log_records":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    outcome = sample.labels["outcome"]
+                    counts[outcome] = counts.get(outcome, 0.0) + sample.value
+    return counts
 
 
 def logged_rows(settings: Settings) -> int:

@@ -13,17 +13,20 @@ from featurestore.settings import Settings
 
 
 def predict_buckets(settings: Settings, model_id: str) -> dict[str, float]:
-    """Cumulative counts of the gRPC process's fstore_predict_seconds histogram, by bound."""
-    url = f"http://localhost:{settings.metrics_port_grpc}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        text = reply.read().decode()
-    return {
-        sample.labels["le"]: sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "fstore_predict_seconds"
-        for sample in family.samples
-        if sample.name.endswith("_bucket") and sample.labels.get("model") == model_id
-    }
+    """Cumulative counts of the gRPC processes' fstore_predict_seconds histogram, by bound
+    (summed over the processes of a group, settings.grpc_processes)."""
+    counts: dict[str, float] = {}
+    for port in settings.metrics_ports_grpc:
+        with urllib.request.urlopen(f"http://localhost:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        for family in text_string_to_metric_families(text):
+            if family.name != "fstore_predict_seconds":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_bucket") and sample.labels.get("model") == model_id:
+                    bound = sample.labels["le"]
+                    counts[bound] = counts.get(bound, 0.0) + sample.value
+    return counts
 
 
 class CpuMeter:

@@ -27,7 +27,7 @@ from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
 from grpc_server.inference import add_inference_service
 from grpc_server.interceptor import MetricsInterceptor
 from grpc_server.servicer import FeatureStoreServicer
-from grpc_server.startup import Readiness
+from grpc_server.startup import Readiness, tune_interpreter
 from tasks.app import configure
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,16 @@ def watch_health(
 
 
 def build_server(
-    settings: Settings, serving: Serving, models: ModelCache, ready: Callable[[], bool]
+    settings: Settings,
+    serving: Serving,
+    models: ModelCache,
+    ready: Callable[[], bool],
+    *,
+    reuse_port: bool = False,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """A server with the FeatureStore, Open Inference Protocol, health and reflection
-    services, bound but not started (health NOT_SERVING until watch_health says otherwise)."""
+    services, bound but not started (health NOT_SERVING until watch_health says otherwise).
+    reuse_port only for the processes of one group, which hold the port's lock."""
     limit = settings.grpc_max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
@@ -83,8 +89,9 @@ def build_server(
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
             # gRPC Python binds with SO_REUSEPORT by default: a second server on the same
-            # port then starts without error and takes a share of the connections.
-            ("grpc.so_reuseport", 0),
+            # port then starts without error and takes a share of the connections. A group
+            # of processes (grpc_server/processes.py) keeps that out with a lock instead.
+            ("grpc.so_reuseport", int(reuse_port)),
         ],
     )
     pb_grpc.add_FeatureStoreServicer_to_server(
@@ -168,6 +175,7 @@ def run_grpc(
     """Serve until SIGTERM. The reader serves Predict's fallback reads, the publisher
     PushFeatures and `predictions` logs answered calls (all built by the caller, which
     owns their transports)."""
+    tune_interpreter(settings)
     services.ensure_redis(settings)
     metrics.serve(settings.metrics_port_grpc, "grpc", settings.metrics_host)
     stop = threading.Event()
@@ -176,7 +184,9 @@ def run_grpc(
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
     serving, models = build_serving(settings, client, reader, publisher, predictions)
     readiness = Readiness(serving, models)
-    server, port, health_servicer = build_server(settings, serving, models, readiness)
+    server, port, health_servicer = build_server(
+        settings, serving, models, readiness, reuse_port=settings.grpc_processes > 1
+    )
     server.start()
     log.info(
         "grpc_start port=%d tls=%s token=%s",

@@ -14,6 +14,7 @@ up behind a stopped worker.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 
 from celery import Celery
@@ -22,8 +23,18 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from featurestore import constants, metrics
 from featurestore.serving.runtime import ModelCache
 from featurestore.serving.service import Serving
+from featurestore.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def tune_interpreter(settings: Settings) -> None:
+    """The interpreter settings of a gRPC process, set at its start-up (README, Serving)."""
+    # A handler woken by its reply waits for the GIL until the thread holding it blocks or
+    # the switch interval passes: 1 ms rather than 5 measured lower p50 and p99 beside the
+    # stack at the same CPU per call. The collector was measured too and left alone (its
+    # pauses under 3 ms, 0.1-0.3% of the time; gc.freeze made no difference).
+    sys.setswitchinterval(settings.grpc_switch_interval_ms / 1000)
 
 
 class Readiness:

@@ -48,6 +48,7 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
         "metrics_port_worker": 29101 + PORT_OFFSET,
         "metrics_port_bridge": 29102 + PORT_OFFSET,
         "metrics_port_grpc": 29103 + PORT_OFFSET,
+        "metrics_port_grpc_extra": 29106 + PORT_OFFSET,
         "metrics_port_beat": 29104 + PORT_OFFSET,
         "metrics_port_model_sync": 29105 + PORT_OFFSET,
         "prometheus_port": 29090 + PORT_OFFSET,

@@ -122,7 +122,14 @@ def cmd_bridge(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_grpc(settings: Settings, _args: argparse.Namespace) -> int:
-    """Run the gRPC server."""
+    """Run the gRPC server (settings.grpc_processes processes on its port)."""
+    from grpc_server.processes import process_settings, run_group
+
+    return run_group(settings, lambda index: _serve_grpc(process_settings(settings, index)))
+
+
+def _serve_grpc(settings: Settings) -> None:
+    """One gRPC server process, with transports of its own."""
     from bridge.prediction_publisher import KafkaPredictionLog
     from bridge.publisher import KafkaEventPublisher
     from grpc_server.main import run_grpc
@@ -140,7 +147,6 @@ def cmd_grpc(settings: Settings, _args: argparse.Namespace) -> int:
     finally:
         predictions.close()
         publisher.close()
-    return 0
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:

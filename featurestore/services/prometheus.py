@@ -61,6 +61,13 @@ def render_config(
         if name not in ports:
             raise ConfigError(f"{folder / 'prometheus.yml'}: job {name!r} has no port in settings")
         job["static_configs"] = [{"targets": [f"127.0.0.1:{ports.pop(name)}"]}]
+        if name == "grpc" and settings.grpc_processes > 1:
+            # One target per process of the group; `process` keeps their series apart (the
+            # instance label is the host alone).
+            job["static_configs"] = [
+                {"targets": [f"127.0.0.1:{port}"], "labels": {"process": str(index)}}
+                for index, port in enumerate(settings.metrics_ports_grpc)
+            ]
         jobs.append(job)
     if ports:
         raise ConfigError(f"{folder / 'prometheus.yml'} lacks the jobs {sorted(ports)}")
