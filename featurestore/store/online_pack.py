@@ -32,13 +32,13 @@ def packed_updates(rows: pa.Table) -> pa.Table | None:
         .group_by(["entity_id", "feature_name"], use_threads=False)
         .aggregate([(name, "last") for name in columns[2:]])
     )
-    record = pc.binary_join_element_wise(
-        newest.column("feature_name"),
+    stored = pc.binary_join_element_wise(
         _micros_text(newest.column("event_timestamp_last")),
         pc.cast(newest.column("value_last"), pa.string()),
         _micros_text(newest.column("created_at_last")),
-        "\x1f",
+        ":",
     )
+    record = pc.binary_join_element_wise(newest.column("feature_name"), stored, "\x1f")
     record = pc.binary_join_element_wise(record, "", "\x1e")
     per_entity = (
         pa.table({"entity_id": newest.column("entity_id"), "record": record})

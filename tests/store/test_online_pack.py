@@ -51,7 +51,8 @@ def unpack(updates: pa.Table) -> Unpacked:
     ):
         assert packed.endswith("\x1e")
         for record in packed.split("\x1e")[:-1]:
-            feature, micros, value, created = record.split("\x1f")
+            feature, stored = record.split("\x1f")
+            micros, value, created = stored.split(":")
             assert (entity, feature) not in found
             found[(entity, feature)] = (int(micros), float(value), int(created))
     return found
