@@ -33,7 +33,7 @@ IDLE_POLL_S = 0.02
 # A step encodes and produces at most RECORDS_PER_STEP records, taking calls from the buffer
 # (at most CALLS_PER_STEP) while fewer than that wait, then, when more wait, sleeps, so that
 # a serving thread waiting for the GIL (its Redis reply came while this one worked) takes
-# it; otherwise that thread waits until this one blocks, up to the 5 ms switch interval.
+# it; otherwise that thread waits until this one blocks, up to the switch interval.
 # A call of 100 entities is 100 records: encoded in one step they held the GIL about as
 # long as the 100-entity Predict waiting behind it took for itself (make bench-serve).
 # The sleep is what a step costs most: about 45 us of this thread's CPU (a context switch
