@@ -178,11 +178,15 @@ def feature_cells(
     times, which = np.unique(np.asarray(event_micros, dtype=np.int64), return_inverse=True)
     stamps = _timestamps(times)
     stamp = stamped.reshape(-1).astype(np.int64) * keep
+    which = which.reshape(-1)
+    stamp_block = Block(
+        stamps.data[which], stamps.lengths[which] * stamp[:, None], stamps.part, stamps.offset
+    )
     return join(
         [
             part(names_block.data[column], names_block.lengths[column, 0] * keep),
             part(body, 11 * keep),
-            part(stamps.data[which.reshape(-1)], stamps.lengths[which.reshape(-1), 0] * stamp),
+            stamp_block,
         ]
     )
 
@@ -197,20 +201,14 @@ def _timestamps(micros: np.ndarray) -> Block:
     head[:, 1] = 2 + second_sizes + nano_sizes
     head[:, 2] = 1 << 3
     nano_tag = np.full((len(micros), 1), 2 << 3, dtype=np.uint8)
-    joined = join(
+    return join(
         [
             part(head, 3),
             part(second_bytes, second_sizes),
             part(nano_tag, 1),
-            part(nano_bytes[:, :5], nano_sizes),
+            part(nano_bytes[:, :5], nano_sizes),  # nanos < 2 ** 35: five bytes at most
         ]
     )
-    # As one part: its bytes packed to the left.
-    used = joined.used()
-    data = np.zeros_like(joined.data)
-    sizes = used.sum(axis=1)
-    data[np.arange(data.shape[1]) < sizes[:, None]] = joined.data[used]
-    return part(data, sizes)
 
 
 def output_part(name: str, rows: np.ndarray) -> Block:
