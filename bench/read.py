@@ -7,8 +7,9 @@ set, the result encodings (JSON, msgpack, Arrow IPC, and the rows of reads.resul
 and the latest read during a steady 20k events/s ingest through Kafka, the bridge and the
 service, with the worker's RSS growth per million events (bench.read_ingest).
 
-python -m bench.read [--rows N] [--ingest-seconds S] [--ingest-rate R] [--no-training];
-the last line of output is one JSON object.
+python -m bench.read [--rows N] [--ingest-seconds S] [--ingest-rate R] [--no-training]
+[--only-under-ingest] (load, then only the reads under ingest); the last line of output is
+one JSON object.
 """
 
 from __future__ import annotations
@@ -241,6 +242,10 @@ def encodings() -> dict[str, dict[str, float]]:
     return out
 
 
+def _rounded(figures: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
+
+
 def arguments() -> argparse.Namespace:
     """The command line: rows loaded, the ingest under reads, whether to build a training set."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -250,6 +255,11 @@ def arguments() -> argparse.Namespace:
     )
     parser.add_argument("--ingest-rate", type=float, default=20_000, help="events/s")
     parser.add_argument("--no-training", action="store_true", help="skip the training set")
+    parser.add_argument(
+        "--only-under-ingest",
+        action="store_true",
+        help="load, then only the reads under ingest (no idle reads, training set or floor)",
+    )
     return parser.parse_args()
 
 
@@ -267,7 +277,7 @@ def main() -> None:
         load(settings, args.rows)
         catch_up_s = latest_catch_up_s(settings)
         log.info("bench_loaded rows=%d latest_catch_up_s=%.1f", args.rows, catch_up_s)
-        celery = through_celery(settings)
+        celery = {} if args.only_under_ingest else through_celery(settings)
         log.info("bench_celery %s", celery)
         if args.ingest_seconds > 0:
             under_ingest = reads_under_ingest(
@@ -279,9 +289,13 @@ def main() -> None:
                 shape=(ENTITIES, FEATURES),
             )
             log.info("bench_under_ingest %s", under_ingest)
-        if not args.no_training:
+        if not (args.no_training or args.only_under_ingest):
             training_s = training_set(settings, folder, args.rows)
             log.info("bench_training seconds=%.1f", training_s)
+    if args.only_under_ingest:
+        shutil.rmtree(folder, ignore_errors=True)
+        print(json.dumps({"rows": args.rows, **_rounded(under_ingest)}))
+        return
     floors = floor(settings)
     codecs = encodings()
     shutil.rmtree(folder, ignore_errors=True)
@@ -293,7 +307,7 @@ def main() -> None:
         "read_p50_over_floor": round(celery["read_p50_ms"] / floors["floor_p50_ms"], 2),
         "latest_catch_up_after_load_s": round(catch_up_s, 2),
         "training_1m_x10_s": round(training_s, 2),
-        **{k: round(v, 3) if isinstance(v, float) else v for k, v in under_ingest.items()},
+        **_rounded(under_ingest),
         "encodings": codecs,
     }
     print(json.dumps(result))
