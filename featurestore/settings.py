@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     duckdb_threads: int = 1
     # How often new rows are folded into the latest-values table (its staleness bound).
     latest_merge_interval_s: float = 1.0
+    # The DuckDB worker's GIL switch interval: a write's Python holding the GIL keeps a woken
+    # read thread waiting up to that long. CPython's 5 ms kept: 0.5 ms was not better in the
+    # stack under load (README, reads under write load).
+    worker_switch_interval_ms: float = Field(default=5.0, gt=0)
+    # Threads of the worker's write lane: write tasks run on these only (0: on the pool's
+    # threads with the reads); less worker CPU per event (README, reads under write load).
+    worker_write_threads: int = Field(default=2, ge=0)
     # Bounds of one read in the DuckDB service (README, "Reads"): stopped when its caller's
     # deadline passes and after read_time_limit_s at most; a result past either size fails.
     read_time_limit_s: float = Field(default=30.0, gt=0)

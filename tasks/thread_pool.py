@@ -6,6 +6,10 @@ take tasks in turn. With 51 threads and one read at a time, every read then ran 
 cost clearly more CPU than when two threads took turns (README, Benchmarks). Here idle
 threads form a stack, so a lone reader keeps meeting the same warm thread, and a burst still
 spreads over every thread.
+
+Write tasks can run in a lane of their own (a second executor of a few threads; the worker
+names them in the app's settings), so that prefetched writes wait in a queue there rather
+than each holding a pool thread that runs its Python beside the reads.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from concurrent.futures import Executor, Future
 from typing import Any
 
 from celery.concurrency import thread
+from celery.concurrency.base import apply_target
 
 _Call = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
@@ -126,13 +131,62 @@ def _run(call: _Call) -> None:
         future.set_result(result)
 
 
+# Celery's app setting naming the tasks that run in the write lane, and its threads.
+WRITE_TASKS_SETTING = "fstore_write_tasks"
+WRITE_THREADS_SETTING = "fstore_write_threads"
+
+
 class TaskPool(thread.TaskPool):  # type: ignore[misc]  # celery has no type hints
-    """Celery's thread pool on a LastIdleExecutor (worker_pool = "tasks.thread_pool:TaskPool")."""
+    """Celery's thread pool on a LastIdleExecutor (worker_pool = "tasks.thread_pool:TaskPool");
+    the app's write tasks, when it names them, run in a lane of a few threads of their own."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The parent's ThreadPoolExecutor has started no thread yet: replace it.
         self.executor = LastIdleExecutor(self.limit, name="duckdb-pool")
+        conf = self.app.conf if self.app is not None else {}
+        self._write_tasks = frozenset(conf.get(WRITE_TASKS_SETTING) or ())
+        write_threads = int(conf.get(WRITE_THREADS_SETTING) or 0)
+        # Writes commit one at a time (Store's lock), but every prefetched write held a pool
+        # thread and ran its Python (decoding, the online store's update) beside the others,
+        # each one more thread that a read's thread queued behind for the GIL and a CPU. In
+        # a lane of their own they wait in line instead (README, reads under write load).
+        self._writes = (
+            LastIdleExecutor(write_threads, name="duckdb-write")
+            if write_threads and self._write_tasks
+            else None
+        )
         # A cold shutdown never stops the pool: at exit, let running calls (a write
         # transaction) finish, as Python's exit hook does for ThreadPoolExecutor.
         atexit.register(self.executor.shutdown)
+        if self._writes is not None:
+            atexit.register(self._writes.shutdown)
+
+    def on_apply(
+        self,
+        target: Callable[..., Any],
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        callback: Callable[..., Any] | None = None,
+        accept_callback: Callable[..., Any] | None = None,
+        **_: Any,
+    ) -> thread.ApplyResult:
+        """Run a task: in the write lane when its name (Celery's first argument) is a
+        write task's, else on the pool's threads."""
+        executor = self.executor
+        if self._writes is not None and args and args[0] in self._write_tasks:
+            executor = self._writes
+        future = executor.submit(apply_target, target, args, kwargs, callback, accept_callback)
+        return thread.ApplyResult(future)
+
+    def on_stop(self) -> None:
+        """Stop both executors (the parent stops the pool's)."""
+        if self._writes is not None:
+            self._writes.shutdown(cancel_futures=True)
+        super().on_stop()
+
+    def _get_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = super()._get_info()
+        if self._writes is not None:
+            info["write-threads"] = len(self._writes._threads)
+        return info

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -12,12 +13,12 @@ from typing import Any
 import redis
 from celery import bootsteps
 
-from featurestore import metrics, services
+from featurestore import constants, metrics, services
 from featurestore.constants import WRITER_EPOCH_KEY
 from featurestore.logs import quoted
 from featurestore.settings import Settings
 from featurestore.store.service import DuckDBService
-from tasks import monitor
+from tasks import monitor, thread_pool
 from tasks.app import app, configure
 from tasks.duckdb_tasks import DuckDBTask
 
@@ -35,6 +36,8 @@ def duckdb_service_step(settings: Settings) -> type[bootsteps.StartStopStep]:
         requires = ("celery.worker.components:Pool",)
 
         def start(self, worker: Any) -> None:
+            # Set for the whole process, before any task runs (README, reads under write load).
+            sys.setswitchinterval(settings.worker_switch_interval_ms / 1e3)
             client = redis.Redis.from_url(settings.redis_url)
             DuckDBTask.attach(DuckDBService(settings, client))
             epoch = f"{os.getpid()}-{time.time_ns()}"
@@ -68,7 +71,8 @@ def run_worker(settings: Settings) -> None:
     for name in ("celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(name).setLevel(logging.WARNING)
     log.info(
-        "worker_start duckdb=%s queues=%s,%s threads=%d pool=%s grouping=%s result_store=%s",
+        "worker_start duckdb=%s queues=%s,%s threads=%d pool=%s grouping=%s result_store=%s "
+        "switch_interval_ms=%s write_threads=%d",
         quoted(settings.duckdb_file),
         settings.write_queue,
         settings.read_queue,
@@ -76,12 +80,19 @@ def run_worker(settings: Settings) -> None:
         settings.worker_pool,
         settings.read_grouping,
         settings.read_result_store,
+        settings.worker_switch_interval_ms,
+        settings.worker_write_threads,
     )
     # Celery's thread pool with its idle threads taken last-in first-out (tasks.thread_pool),
     # or Celery's own; a pool class is given by setting, --pool knows only Celery's names.
     app.conf.worker_pool = (
         "tasks.thread_pool:TaskPool" if settings.worker_pool == "last_idle" else "threads"
     )
+    app.conf[thread_pool.WRITE_TASKS_SETTING] = [
+        constants.TASK_WRITE_BATCH,
+        constants.TASK_WRITE_PREDICTIONS,
+    ]
+    app.conf[thread_pool.WRITE_THREADS_SETTING] = settings.worker_write_threads
     app.worker_main(
         argv=[
             "worker",

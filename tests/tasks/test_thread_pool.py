@@ -9,8 +9,14 @@ import weakref
 from collections.abc import Iterator
 
 import pytest
+from celery import Celery
 
-from tasks.thread_pool import LastIdleExecutor
+from tasks.thread_pool import (
+    WRITE_TASKS_SETTING,
+    WRITE_THREADS_SETTING,
+    LastIdleExecutor,
+    TaskPool,
+)
 from tests.helpers import wait_until
 
 
@@ -112,3 +118,50 @@ def test_shutdown_cancels_waiting_calls_and_refuses_new_ones() -> None:
     assert not pool._threads
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(pow, 2, 2)
+
+
+def _lane_pool(write_threads: int) -> TaskPool:
+    app = Celery("lane-test", set_as_current=False)
+    app.conf[WRITE_TASKS_SETTING] = ["write"]
+    app.conf[WRITE_THREADS_SETTING] = write_threads
+    return TaskPool(limit=4, app=app)
+
+
+def _thread_name(*_: object) -> str:
+    return threading.current_thread().name
+
+
+def test_write_tasks_run_in_their_lane_one_at_a_time_while_reads_go_past() -> None:
+    pool = _lane_pool(write_threads=1)
+    release = threading.Event()
+    ran: list[tuple[str, str]] = []
+
+    def task(name: str, *_: object) -> None:
+        ran.append((name, threading.current_thread().name))
+        if name == "write":
+            release.wait(5)
+
+    try:
+        first = pool.on_apply(task, args=("write", 1), callback=lambda _: None)
+        second = pool.on_apply(task, args=("write", 2), callback=lambda _: None)
+        assert wait_until(lambda: len(ran) == 1, timeout=5)
+        # The lane's one thread holds the first write; a read still runs at once.
+        pool.on_apply(task, args=("read",), callback=lambda _: None).get(timeout=5)
+        assert [name for name, _ in ran] == ["write", "read"], "the second write waits"
+        release.set()
+        first.get(timeout=5)
+        second.get(timeout=5)
+        assert [thread.split("-")[1] for _, thread in ran] == ["write", "pool", "write"]
+    finally:
+        release.set()
+        pool.on_stop()
+
+
+def test_without_write_threads_writes_share_the_pool() -> None:
+    pool = _lane_pool(write_threads=0)
+    names: list[str] = []
+    try:
+        pool.on_apply(_thread_name, args=("write",), callback=names.append).get(timeout=5)
+        assert names[0].startswith("duckdb-pool")
+    finally:
+        pool.on_stop()
