@@ -113,6 +113,41 @@ def _cpu(process: psutil.Process) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in procs)
 
 
+def client(spec: str) -> None:
+    """A load client process (--client port,ids_file,rate,seconds,start_at): one share of a
+    ramp step, so that the client's own CPU is not one process's GIL."""
+    port, ids_file, rate, seconds, start_at = spec.split(",")
+    ids = Path(ids_file).read_text().split()
+    channel = grpc.insecure_channel(f"localhost:{port}")
+    stub = pb_grpc.FeatureStoreStub(channel)
+    rng = random.Random(os.getpid())
+    requests = [
+        pb.PredictRequest(model_id=publish.MODEL_ID, entity_ids=[rng.choice(ids)])
+        for _ in range(997)
+    ]
+    stub.Predict(requests[0], timeout=10)
+    time.sleep(max(0.0, float(start_at) - time.time()))
+    run = open_loop(
+        lambda i: stub.Predict(requests[i % len(requests)], timeout=2),
+        float(rate),
+        float(seconds),
+        16,
+    )
+    done = len(run.latencies_ms) + run.error_count
+    print(json.dumps({"done": done, "errors": run.error_count, "elapsed": run.elapsed_s}))
+
+
+def ramp_step(port: int, ids_file: Path, rate: float, clients: int) -> str:
+    """One ramp step from `clients` client processes taking equal shares of the rate."""
+    start_at = time.time() + 10
+    spec = f"{port},{ids_file},{rate / clients},{RAMP_SECONDS},{start_at}"
+    command = [sys.executable, "-m", "bench.serve_tail", "--client", spec]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(clients)]
+    outs = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    achieved = sum(o["done"] / o["elapsed"] for o in outs)
+    return f"{achieved:.0f}/s errors={sum(o['errors'] for o in outs)}"
+
+
 def run_variant(
     settings: Settings,
     variant: str,
@@ -120,6 +155,8 @@ def run_variant(
     rate: float,
     seconds: float,
     ramp: list[float],
+    clients: int = 1,
+    ids_file: Path | None = None,
 ) -> dict[str, Any]:
     """Start the variant's server, wait until SERVING, measure (the steady rate with the
     floor beside it, then each rate of `ramp` for RAMP_SECONDS), stop it."""
@@ -179,8 +216,12 @@ def run_variant(
     cpu = _cpu(process) - cpu_before
     steps = {}
     for step in ramp:
-        run = open_loop(predict, step, RAMP_SECONDS, 16)
-        steps[f"ramp_{step:g}"] = f"{run.achieved_rps:.0f}/s errors={run.error_count}"
+        if clients == 1:
+            run = open_loop(predict, step, RAMP_SECONDS, 16)
+            steps[f"ramp_{step:g}"] = f"{run.achieved_rps:.0f}/s errors={run.error_count}"
+        else:
+            assert ids_file is not None
+            steps[f"ramp_{step:g}"] = ramp_step(port, ids_file, step, clients)
     stop.set()
     scraper.join()
     channel.close()
@@ -204,6 +245,8 @@ def main() -> None:
     """Stack up, data in, variants in turn, JSON out."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--client", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--clients", type=int, default=1, help="client processes of the ramp")
     parser.add_argument("--variants", default="switch=5,base")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=500)
@@ -212,6 +255,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         serve()
+        return
+    if args.client:
+        client(args.client)
         return
     setup_logging("WARNING")
     folder = Path(tempfile.mkdtemp(prefix="fstore-bench-tail-"))
@@ -235,10 +281,19 @@ def main() -> None:
                 pa.table({"entity_id": credit.entity_ids, "updates": packed})
             )
             publish_model(settings, credit, folder)
+            ids_file = folder / "ids.txt"
+            ids_file.write_text("\n".join(credit.entity_ids))
             for _ in range(args.rounds):
                 for variant in args.variants.split(","):
                     row = run_variant(
-                        settings, variant, credit.entity_ids, args.rate, args.seconds, ramp
+                        settings,
+                        variant,
+                        credit.entity_ids,
+                        args.rate,
+                        args.seconds,
+                        ramp,
+                        args.clients,
+                        ids_file,
                     )
                     print(json.dumps({k: _round(v) for k, v in row.items()}), flush=True)
                     rows.append(row)
