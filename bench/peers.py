@@ -57,6 +57,7 @@ def settings_for(folder: Path) -> Settings:
         metrics_port_worker=10201,
         metrics_port_bridge=10202,
         metrics_port_grpc=10203,
+        metrics_port_grpc_extra=10206,
         metrics_port_beat=10204,
         metrics_port_model_sync=10205,
         prometheus_port=10190,

@@ -139,6 +139,7 @@ def main() -> None:
         metrics_port_worker=12101,
         metrics_port_bridge=12102,
         metrics_port_grpc=12103,
+        metrics_port_grpc_extra=12106,
         metrics_port_beat=12104,
         metrics_port_model_sync=12105,
         prometheus_port=12090,

@@ -43,6 +43,7 @@ def bench_like(settings: Settings, folder: Path) -> Settings:
         "metrics_port_worker",
         "metrics_port_bridge",
         "metrics_port_grpc",
+        "metrics_port_grpc_extra",
         "metrics_port_beat",
         "metrics_port_model_sync",
         "prometheus_port",

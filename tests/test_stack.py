@@ -63,6 +63,7 @@ def test_grpc_health_is_serving(stack: Settings) -> None:
         "metrics_port_worker",
         "metrics_port_bridge",
         "metrics_port_grpc",
+        "metrics_port_grpc_extra",
         "metrics_port_beat",
         "metrics_port_model_sync",
     ],

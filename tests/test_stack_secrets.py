@@ -65,7 +65,7 @@ def test_every_port_of_the_stack_listens_on_loopback_only(stack: Settings) -> No
     ports = {
         stack.metrics_port_worker,
         stack.metrics_port_bridge,
-        stack.metrics_port_grpc,
+        *stack.metrics_ports_grpc,
         stack.metrics_port_beat,
         stack.metrics_port_model_sync,
         stack.flower_port,
