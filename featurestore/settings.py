@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     # stack under load (README, reads under write load).
     worker_switch_interval_ms: float = Field(default=5.0, gt=0)
     # Threads of the worker's write lane: write tasks run on these only (0: on the pool's
-    # threads with the reads); less worker CPU per event (README, reads under write load).
+    # threads with the reads); a lower read p99 under ingest (README, reads under write load).
     worker_write_threads: int = Field(default=2, ge=0)
     # Bounds of one read in the DuckDB service (README, "Reads"): stopped when its caller's
     # deadline passes and after read_time_limit_s at most; a result past either size fails.
