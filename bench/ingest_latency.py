@@ -107,7 +107,10 @@ def single_event_ms(settings: Settings) -> tuple[float, float]:
     online = OnlineStore(redis.Redis.from_url(settings.redis_url))
     run = uuid.uuid4().hex[:8]
     latencies: list[float] = []
-    for i in range(SINGLE_EVENT_TRIES):
+    # Try -1 is not timed: a new producer's first message waits for its connection and its
+    # idempotent producer id (about 300 ms, the p99 of every run before), which the
+    # long-lived producer of PushFeatures pays once.
+    for i in range(-1, SINGLE_EVENT_TRIES):
         entity = f"single_{run}_{i}"
         event = {
             "entity_id": entity,
@@ -122,7 +125,8 @@ def single_event_ms(settings: Settings) -> tuple[float, float]:
             if now() - began > 60:
                 raise TimeoutError(f"event {i} was not servable within 60 s")
             time.sleep(0.001)
-        latencies.append((now() - began) * 1000)
+        if i >= 0:
+            latencies.append((now() - began) * 1000)
         time.sleep(0.3)
     return percentile(latencies, 0.5), percentile(latencies, 0.99)
 
