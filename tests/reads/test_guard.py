@@ -197,6 +197,7 @@ def test_side_effects_and_unbounded_values_are_refused_anywhere(
         ("SELECT repeat('x', 1000000)", r"about 1,000,000 bytes; the read path allows 8,192"),
         ("SELECT repeat(entity_id, 2) FROM features", "size must come from literals"),
         ("SELECT * FROM (SHOW TABLES)", "SUMMARIZE and SHOW are not allowed"),
+        ("CONNECT", "SELECT only, got a statement DuckDB cannot name"),
     ],
 )
 def test_each_refusal_names_its_reason(store: Store, sql: str, reason: str) -> None:
