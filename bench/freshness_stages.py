@@ -22,6 +22,7 @@ import redis
 from confluent_kafka import Message, Producer
 
 from bench.common import bench_settings, percentile, running_stack
+from bench.ingest_latency import steady_message
 from bridge.producer import producer_config
 from featurestore.logs import setup_logging
 from featurestore.settings import Settings
@@ -56,17 +57,7 @@ def _load(settings: Settings, rate: int, stop: threading.Event) -> None:
     producer = Producer({**settings.kafka_client_config(), "linger.ms": 5})
     per_message, sent, began = 200, 0, time.monotonic()
     while not stop.is_set():
-        stamp = dt.datetime.now(dt.UTC).isoformat()
-        rows = [
-            {
-                "entity_id": f"load_{sent + i}",
-                "feature_name": "f",
-                "value": 1.0,
-                "event_timestamp": stamp,
-            }
-            for i in range(per_message)
-        ]
-        producer.produce(settings.features_topic, orjson.dumps(rows))
+        producer.produce(settings.features_topic, steady_message("load", sent, per_message))
         producer.poll(0)
         sent += per_message
         time.sleep(max(0.0, began + sent / rate - time.monotonic()))

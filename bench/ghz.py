@@ -33,7 +33,8 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health_pb2
 
-from bench.common import PROJECT, percentile
+from bench.common import PROJECT
+from bench.load import RunFigures
 from featurestore.settings import Settings
 from grpc_server.generated import featurestore_pb2
 
@@ -127,9 +128,10 @@ def target(settings: Settings, address: str, folder: Path) -> Target:
 
 
 @dataclass
-class GhzRun:
+class GhzRun(RunFigures):
     """One ghz run: latencies (ms, past the warm-up), how late each send left against the
-    schedule (ms), errors by status code, the rate achieved, and ghz's own CPU seconds."""
+    schedule (ms), errors by status code (a call never sent is one), the rate achieved, and
+    ghz's own CPU seconds."""
 
     rate: float
     planned: int
@@ -138,27 +140,6 @@ class GhzRun:
     errors: Counter[str] = field(default_factory=Counter)
     achieved_rps: float = 0.0
     cpu_s: float = 0.0
-
-    @property
-    def error_count(self) -> int:
-        """Calls that failed."""
-        return sum(self.errors.values())
-
-    def kept_up(self, tolerance: float = 0.97) -> bool:
-        """No error (a call never sent is one), and the schedule's rate reached."""
-        return not self.errors and self.achieved_rps >= tolerance * self.rate
-
-    def summary(self, prefix: str) -> dict[str, float]:
-        """Percentiles and counts under `prefix_`, the keys of bench.load.LoadResult's."""
-        return {
-            f"{prefix}_p50_ms": percentile(self.latencies_ms, 0.5),
-            f"{prefix}_p99_ms": percentile(self.latencies_ms, 0.99),
-            f"{prefix}_max_ms": max(self.latencies_ms, default=float("nan")),
-            f"{prefix}_errors": self.error_count,
-            f"{prefix}_achieved_rps": self.achieved_rps,
-            f"{prefix}_late_p50_ms": percentile(self.late_ms, 0.5),
-            f"{prefix}_late_p99_ms": percentile(self.late_ms, 0.99),
-        }
 
 
 def epoch_ns(stamp: str) -> int:

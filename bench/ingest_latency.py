@@ -49,6 +49,21 @@ class Freshness:
     cpu_s_per_m: dict[str, float]
 
 
+def steady_message(prefix: str, first: int, count: int) -> bytes:
+    """One message of `count` events of feature f, entities prefix_first and on, stamped now."""
+    stamp = dt.datetime.now(dt.UTC).isoformat()
+    rows = [
+        {
+            "entity_id": f"{prefix}_{first + i}",
+            "feature_name": "f",
+            "value": 1.0,
+            "event_timestamp": stamp,
+        }
+        for i in range(count)
+    ]
+    return orjson.dumps(rows)
+
+
 def freshness(settings: Settings) -> Freshness:
     """Produce at a steady rate with event_timestamp = send time; commit minus send."""
     cpu_before = stage_cpu(settings)
@@ -60,17 +75,7 @@ def freshness(settings: Settings) -> Freshness:
     sent = 0
     with Progress("freshness", total) as progress:
         while sent < total:
-            stamp = dt.datetime.now(dt.UTC).isoformat()
-            rows = [
-                {
-                    "entity_id": f"fresh_{sent + i}",
-                    "feature_name": "f",
-                    "value": 1.0,
-                    "event_timestamp": stamp,
-                }
-                for i in range(per_message)
-            ]
-            producer.produce(settings.features_topic, orjson.dumps(rows))
+            producer.produce(settings.features_topic, steady_message("fresh", sent, per_message))
             producer.poll(0)
             sent += per_message
             progress.update(per_message)

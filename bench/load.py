@@ -20,23 +20,18 @@ log = logging.getLogger("bench.load")
 Call = Callable[[int], object]
 
 
-@dataclass
-class LoadResult:
-    """Every call of an open-loop run: latencies (ms, send to reply), how late each send
-    left against its schedule (ms), errors by status code, and the rate achieved."""
+class RunFigures:
+    """What every open-loop run reports (the fields its subclasses declare)."""
 
     rate: float
-    planned: int
-    latencies_ms: list[float] = field(default_factory=list)
-    late_ms: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
-    elapsed_s: float = 0.0
+    latencies_ms: list[float]
+    late_ms: list[float]
+    errors: Counter[str]
 
     @property
     def achieved_rps(self) -> float:
-        """Calls answered (with or without error) per second of the run."""
-        done = len(self.latencies_ms) + sum(self.errors.values())
-        return done / self.elapsed_s if self.elapsed_s else 0.0
+        """Calls per second of the run."""
+        raise NotImplementedError
 
     @property
     def error_count(self) -> int:
@@ -58,6 +53,25 @@ class LoadResult:
             f"{prefix}_late_p50_ms": percentile(self.late_ms, 0.5),
             f"{prefix}_late_p99_ms": percentile(self.late_ms, 0.99),
         }
+
+
+@dataclass
+class LoadResult(RunFigures):
+    """Every call of an open-loop run: latencies (ms, send to reply), how late each send
+    left against its schedule (ms), errors by status code, and the rate achieved."""
+
+    rate: float
+    planned: int
+    latencies_ms: list[float] = field(default_factory=list)
+    late_ms: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    elapsed_s: float = 0.0
+
+    @property
+    def achieved_rps(self) -> float:
+        """Calls answered (with or without error) per second of the run."""
+        done = len(self.latencies_ms) + sum(self.errors.values())
+        return done / self.elapsed_s if self.elapsed_s else 0.0
 
 
 def open_loop(call: Call, rate: float, seconds: float, threads: int) -> LoadResult:
