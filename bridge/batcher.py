@@ -60,6 +60,8 @@ class BatchKind:
     # rows, each row's offset and Kafka timestamp in ms (None: unknown) -> the payload
     encode: Callable[[Any, list[int], list[int | None]], bytes]
     by_offset: Callable[[bytes], dict[int, list[dict[str, object]]]]
+    # Sent as soon as the writer is idle (group commit), or only when full or max_wait_s old.
+    eager: bool = True
 
 
 FEATURES = BatchKind(
@@ -75,6 +77,10 @@ PREDICTIONS = BatchKind(
     predictions.PredictionRows,
     lambda rows, offsets, _times: rows.encode(offsets),
     predictions.records_by_offset,
+    # Nobody waits for a prediction's row, and sent eagerly at 500 Predicts/s they became
+    # many small writes whose CPU, on the serving machine's cores, raised Predict's p99
+    # (make bench-serve, README: Prediction log).
+    eager=False,
 )
 
 
@@ -151,8 +157,8 @@ class Batcher:
     def due(
         self, now: float | None = None, *, flush: bool = False, idle: bool = False
     ) -> list[PendingBatch]:
-        """Every closed batch, plus open ones past max_wait_s, or all of them when flushing
-        or when the writer is idle (nothing in flight)."""
+        """Every closed batch, plus open ones past max_wait_s, or all of them when flushing,
+        and the eager kinds' ones when the writer is idle (nothing in flight)."""
         # Group commit: a light stream's events go at once instead of waiting out
         # max_wait_s (one event alone is servable about eight times sooner), while
         # under load a batch grows as long as the one before it is being written, up to
@@ -162,7 +168,7 @@ class Batcher:
         expired = [
             key
             for key, p in self._open.items()
-            if flush or idle or now - p.started >= self.max_wait_s
+            if flush or (idle and p.kind.eager) or now - p.started >= self.max_wait_s
         ]
         return ready + [self._open.pop(key) for key in expired]
 

@@ -54,6 +54,32 @@ def test_an_idle_writer_takes_the_open_batch_at_once() -> None:
     assert batcher.due(now=0.0, idle=True) == []
 
 
+def prediction_record() -> bytes:
+    return orjson.dumps(
+        {
+            "request_id": "r1",
+            "model_id": "m",
+            "model_version": "1",
+            "entity_id": "e1",
+            "served_at": "2024-01-01T00:00:00Z",
+            "source": "predict",
+            "features": [{"name": "a", "value": 1.0, "origin": "online", "event_timestamp": None}],
+            "outputs": [{"name": "score", "values": [0.5], "labels": []}],
+        }
+    )
+
+
+def test_an_idle_writer_does_not_take_prediction_records_early() -> None:
+    batcher = Batcher(max_rows=1000, max_wait_s=0.5, kinds={"predictions": PREDICTIONS})
+    batcher.add("predictions", 0, 3, PREDICTIONS.parse(prediction_record(), None))
+    batcher.add("features", 0, 9, parse_message(events(1)))
+    [features] = batcher.due(now=0.0, idle=True)
+    assert features.topic == "features"
+    assert batcher.due(now=0.0, idle=True) == []
+    [late] = batcher.due(now=10**9, idle=False)
+    assert (late.topic, late.span.first_offset, len(late.columns)) == ("predictions", 3, 1)
+
+
 def test_dead_lettered_message_is_inside_the_span_but_adds_no_rows() -> None:
     batcher = Batcher(max_rows=1000, max_wait_s=60)
     batcher.add("t", 0, 5, parse_message(events(2)))
