@@ -18,14 +18,13 @@ from __future__ import annotations
 import logging
 import random
 import time
-import urllib.request
 from typing import Any
 
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import percentile
 from bench.load import open_loop
+from bench.server_stats import group_samples
 from demo import publish
 from featurestore.settings import Settings
 from grpc_server.generated import featurestore_pb2 as pb
@@ -46,18 +45,12 @@ CALL_TIMEOUT_S = 2.0
 
 def log_records(settings: Settings) -> dict[str, float]:
     """The gRPC processes' fstore_prediction_log_records_total, by outcome (summed over
-    the processes of a group, settings.grpc_processes)."""
+    the processes of a group)."""
     counts: dict[str, float] = {}
-    for port in settings.metrics_ports_grpc:
-        with urllib.request.urlopen(f"http://localhost:{port}/metrics", timeout=5) as reply:
-            text = reply.read().decode()
-        for family in text_string_to_metric_families(text):
-            if family.name != "fstore_prediction_log_records":
-                continue
-            for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    outcome = sample.labels["outcome"]
-                    counts[outcome] = counts.get(outcome, 0.0) + sample.value
+    for sample in group_samples(settings, "fstore_prediction_log_records"):
+        if sample.name.endswith("_total"):
+            outcome = sample.labels["outcome"]
+            counts[outcome] = counts.get(outcome, 0.0) + sample.value
     return counts
 
 

@@ -3,29 +3,36 @@
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Iterator
 
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from featurestore import stack
 from featurestore.services import RedisService
 from featurestore.settings import Settings
 
 
-def predict_buckets(settings: Settings, model_id: str) -> dict[str, float]:
-    """Cumulative counts of the gRPC processes' fstore_predict_seconds histogram, by bound
-    (summed over the processes of a group, settings.grpc_processes)."""
-    counts: dict[str, float] = {}
+def group_samples(settings: Settings, family_name: str) -> Iterator[Sample]:
+    """Every sample of one metric family from each gRPC process of the group
+    (settings.grpc_processes), process after process."""
     for port in settings.metrics_ports_grpc:
         with urllib.request.urlopen(f"http://localhost:{port}/metrics", timeout=5) as reply:
             text = reply.read().decode()
         for family in text_string_to_metric_families(text):
-            if family.name != "fstore_predict_seconds":
-                continue
-            for sample in family.samples:
-                if sample.name.endswith("_bucket") and sample.labels.get("model") == model_id:
-                    bound = sample.labels["le"]
-                    counts[bound] = counts.get(bound, 0.0) + sample.value
+            if family.name == family_name:
+                yield from family.samples
+
+
+def predict_buckets(settings: Settings, model_id: str) -> dict[str, float]:
+    """Cumulative counts of the gRPC processes' fstore_predict_seconds histogram, by bound
+    (summed over the processes of a group)."""
+    counts: dict[str, float] = {}
+    for sample in group_samples(settings, "fstore_predict_seconds"):
+        if sample.name.endswith("_bucket") and sample.labels.get("model") == model_id:
+            bound = sample.labels["le"]
+            counts[bound] = counts.get(bound, 0.0) + sample.value
     return counts
 
 
