@@ -71,7 +71,7 @@ def online_response(found: OnlineFeatures) -> pb.GetOnlineFeaturesResponse:
 
 def _online_messages(found: OnlineFeatures) -> pb.GetOnlineFeaturesResponse:
     grid = found.grid
-    listed = grid.present if found.listed is None else found.listed
+    every = [True] * len(found.names)
     stamps: dict[int, Timestamp] = {}
     response = pb.GetOnlineFeaturesResponse()
     for i, entity_id in enumerate(found.entity_ids):
@@ -81,7 +81,7 @@ def _online_messages(found: OnlineFeatures) -> pb.GetOnlineFeaturesResponse:
             grid.values[i].tolist(),
             grid.event_micros[i].tolist(),
             grid.present[i].tolist(),
-            listed[i].tolist() if found.listed is not None else [True] * len(found.names),
+            every if found.listed is None else found.listed[i].tolist(),
             strict=True,
         )
         for name, value, micros, present, wanted in cells:
