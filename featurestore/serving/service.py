@@ -89,7 +89,7 @@ class Serving:
         check_entity_ids(entity_ids, field, self.max_entities)
         ids, names = list(entity_ids), list(feature_names)
         if names:
-            # One EVAL for many entities, parsed into arrays at once (OnlineStore.fields).
+            # One round trip for many entities, parsed into arrays at once (OnlineStore.fields).
             return OnlineFeatures(ids, names, self.online.grid(ids, names), None)
         # Not a transaction: each hash is read atomically, and entities are written
         # independently anyway. MULTI bought nothing and made a one-entity read slower

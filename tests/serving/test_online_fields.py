@@ -65,3 +65,34 @@ def test_more_names_than_one_hmget_takes_keep_their_order(client: redis.Redis) -
 def test_no_names_gives_empty_rows(client: redis.Redis) -> None:
     entity = _entity(client, {"a": "1:0.5:9"})
     assert OnlineStore(client).fields([entity, entity], []) == [[], []]
+
+
+def test_an_error_reply_midway_raises_and_leaves_the_client_usable(client: redis.Redis) -> None:
+    entity = _entity(client, {"a": "1:0.5:9"})
+    wrong = f"e_{uuid.uuid4().hex[:8]}"
+    client.set(online_feature_key(wrong), "not a hash")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        OnlineStore(client).fields([entity, wrong, entity], ["a"])
+    # The replies after the error were not read: the next command must not get them.
+    assert OnlineStore(client).fields([entity, entity], ["a", "b"]) == [
+        [b"1:0.5:9", None],
+        [b"1:0.5:9", None],
+    ]
+    assert client.ping()
+
+
+def test_a_client_that_decodes_gives_text(
+    settings: Settings, redis_service: ManagedService
+) -> None:
+    with redis.Redis.from_url(settings.redis_url, decode_responses=True) as text_client:
+        entity = _entity(text_client, {"é": "1:0.5:9"})
+        got = OnlineStore(text_client).fields([entity, entity], ["é", "b"])
+    assert got == [["1:0.5:9", None], ["1:0.5:9", None]]
+
+
+def test_a_single_connection_client_reads_many(
+    settings: Settings, redis_service: ManagedService
+) -> None:
+    with redis.Redis.from_url(settings.redis_url, single_connection_client=True) as single:
+        entity = _entity(single, {"a": "1:0.5:9"})
+        assert OnlineStore(single).fields([entity, "nope"], ["a"]) == [[b"1:0.5:9"], [None]]
