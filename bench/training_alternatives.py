@@ -6,7 +6,11 @@ file (checked value by value against featurestore.store.training.build, the one 
 Wall and CPU seconds of this process (DuckDB's threads included) are printed for each; on a
 shared machine the CPU seconds are the steadier figure. The last line is one JSON object.
 
-  python -m bench.training_alternatives [--keep FOLDER]
+DuckDB runs under the service's memory limit (settings.duckdb_memory_limit_mib) unless
+--memory-limit-mib says otherwise (0: DuckDB's default); --ways picks some ways only (the
+first named is the one the others are checked against), so that two can be run in turn.
+
+  python -m bench.training_alternatives [--keep FOLDER] [--ways a,b] [--memory-limit-mib N]
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import duckdb
 import pyarrow as pa
 
 from featurestore.reads.features import LATEST_SQL
+from featurestore.settings import Settings
 from featurestore.store import merger, training
+from featurestore.store.job_threads import JobThreads
 
 ENTITIES = 200_000
 EVENTS = 5
@@ -173,6 +179,14 @@ def kept(cur: duckdb.DuckDBPyConnection, spine: Path, out: Path, parts: int | No
     training.build(cur, training.TrainingRequest(spine, FEATURES, out), parts=parts)
 
 
+def kept_raised(cur: duckdb.DuckDBPyConnection, spine: Path, out: Path) -> None:
+    """The kept way as the service runs it: DuckDB's threads raised to the service's
+    training_threads for the build only (featurestore.store.job_threads)."""
+    settings = Settings()
+    with JobThreads(settings.duckdb_threads, settings.training_threads).raised(cur):
+        kept(cur, spine, out, 1)
+
+
 def point_reads_during(
     con: duckdb.DuckDBPyConnection, build: Callable[[], None] | None, seconds: float = 8
 ) -> dict[str, float]:
@@ -198,6 +212,9 @@ def main() -> None:
     """Build the data, run each way, check each against the kept one, print the figures."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--keep", type=Path, help="a folder to build the data in and keep")
+    parser.add_argument("--ways", help="comma-separated names of the ways to run (default all)")
+    parser.add_argument("--memory-limit-mib", type=int, default=Settings().duckdb_memory_limit_mib)
+    parser.add_argument("--reads", help="comma-separated point-read cases to run (default all)")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="fstore-training-alts-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -208,6 +225,9 @@ def main() -> None:
     )
     con = duckdb.connect(str(db))
     con.execute("SET GLOBAL TimeZone = 'UTC'")
+    if args.memory_limit_mib:
+        con.execute(f"SET GLOBAL memory_limit = '{args.memory_limit_mib}MiB'")
+        con.execute(f"SET GLOBAL temp_directory = '{folder / 'duckdb-tmp'}'")
     per_feature = joined_per_feature
     ways: list[tuple[str, int, Callable[[Path], None]]] = [
         ("kept_in_one_part", 1, lambda out: kept(con.cursor(), spine, out, 1)),
@@ -217,7 +237,12 @@ def main() -> None:
         ("window_over_long", 1, lambda out: window_over_long(con.cursor(), spine, out)),
         ("kept_in_one_part_two_duckdb_threads", 2, lambda out: kept(con.cursor(), spine, out, 1)),
         ("pivot_carried_forward_two_parts", 1, lambda out: pivot_in_parts(con, spine, out, 2)),
+        ("kept_threads_raised_for_the_job", 1, lambda out: kept_raised(con.cursor(), spine, out)),
     ]  # fmt: skip
+    if args.ways is not None:
+        named = args.ways.split(",")
+        ways = sorted((w for w in ways if w[0] in named), key=lambda w: named.index(w[0]))
+    reference = folder / f"{ways[0][0] if ways else 'none'}.parquet"
     # Every column read once first, so that the first way timed does not pay for a cold file.
     con.execute(
         "SELECT max(entity_id), max(feature_name), sum(value), max(event_timestamp), "
@@ -235,13 +260,14 @@ def main() -> None:
         }
         differ = " OR ".join(f"a.{f} IS DISTINCT FROM b.{f}" for f in FEATURES)
         figures[name]["rows_differing"] = con.execute(
-            f"SELECT count(*) FROM read_parquet('{folder / 'kept_in_one_part.parquet'}') a "
+            f"SELECT count(*) FROM read_parquet('{reference}') a "
             f"FULL JOIN read_parquet('{out}') b USING (label) WHERE {differ} "
             f"OR a.label IS NULL OR b.label IS NULL"
         ).fetchall()[0][0]
         print(name, figures[name], flush=True)
-    # The service's point read while a training set is built: in two parts (DuckDB on one
-    # thread) against one part with DuckDB's global threads at two (what every read then gets).
+    # The service's point read while a training set is built: in one part and in two parts
+    # (DuckDB on one thread), against one part with DuckDB's global threads at two (what
+    # every read then gets), set before or raised for the build only.
     if not con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'latest_features'"
     ).fetchall()[0][0]:
@@ -253,12 +279,23 @@ def main() -> None:
             "max(created_at) FROM features GROUP BY ALL"
         )
     reads: dict[str, dict[str, float]] = {}
-    for name, threads, parts in (("idle", 1, 0), ("two_parts", 1, 2), ("two_duckdb_threads", 2, 1)):
+    cases = (
+        ("idle", 1, 0),
+        ("one_part", 1, 1),
+        ("two_parts", 1, 2),
+        ("two_duckdb_threads", 2, 1),
+        ("threads_raised_for_the_job", 1, -1),
+    )
+    for name, threads, parts in cases:
+        if args.reads and name not in args.reads.split(","):
+            continue
         con.execute(f"SET GLOBAL threads = {threads}")
         out = folder / f"reads_{name}.parquet"
         job: Callable[[], None] | None = None
-        if parts:
+        if parts > 0:
             job = functools.partial(kept, con.cursor(), spine, out, parts)
+        elif parts < 0:
+            job = functools.partial(kept_raised, con.cursor(), spine, out)
         reads[name] = point_reads_during(con, job)
         print("point_read_during", name, reads[name], flush=True)
     con.execute("SET GLOBAL threads = 1")

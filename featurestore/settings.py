@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     # DuckDB's own threads per query. One: the service runs many small queries side by side
     # on few cores, and a second thread added hand-over time to a point read (README, Benchmarks).
     duckdb_threads: int = 1
+    # DuckDB's threads while a training set is built (featurestore.store.job_threads), then
+    # duckdb_threads again: on 2 idle cores the build's wall time nearly halves (README,
+    # "Against Feast").
+    training_threads: int = Field(default=2, ge=1)
     # How often new rows are folded into the latest-values table (its staleness bound).
     latest_merge_interval_s: float = 1.0
     # The DuckDB worker's GIL switch interval: a write's Python holding the GIL keeps a woken
@@ -173,6 +177,12 @@ class Settings(BaseSettings):
     prediction_log_buffer: int = Field(default=10_000, ge=1)
     # A record Kafka has not confirmed within this is dropped (and counted), never resent.
     prediction_log_delivery_timeout_s: float = 120.0
+
+    # The niceness of the programs whose work can wait (featurestore.priority: the worker,
+    # bridge, model sync, beat, Flower, Kafka, Azurite, Prometheus, Alertmanager, exporters):
+    # on shared cores a Predict's thread, woken by its reply, then waits for a core less
+    # often (README, Serving). 0 keeps every program equal.
+    batch_nice: int = Field(default=0, ge=0, le=19)
 
     # Serving and observability
     grpc_host: str = "[::]"

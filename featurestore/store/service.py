@@ -21,6 +21,7 @@ from featurestore.reads.groups import GroupedReads
 from featurestore.settings import Settings
 from featurestore.store import freshness, registry, skew, training
 from featurestore.store.database import OffsetSpan, Store, WriteResult
+from featurestore.store.job_threads import JobThreads
 from featurestore.store.merger import Merger
 from featurestore.store.online import OnlineStore, online_updates_sql
 from featurestore.store.online_pack import packed_updates
@@ -71,6 +72,7 @@ class DuckDBService:
     def __init__(self, settings: Settings, redis_client: redis.Redis) -> None:
         self.settings = settings
         self.store = Store.from_settings(settings)
+        self._training_threads = JobThreads(settings.duckdb_threads, settings.training_threads)
         self.online = OnlineStore(redis_client)
         self._reads = GroupedReads(
             self.store.read_result, grouping=settings.read_grouping, limits=self.store.limits
@@ -143,7 +145,9 @@ class DuckDBService:
         """Build a point-in-time training set; the output may not land in the state folder
         (where it could overwrite the DuckDB file or a service's data)."""
         self._check_output(request.output_path, "the training set")
-        return training.build(self.store.cursor(), request, progress)
+        cur = self.store.cursor()
+        with self._training_threads.raised(cur):
+            return training.build(cur, request, progress)
 
     def build_training_set_from_log(
         self, request: training.LogTrainingRequest

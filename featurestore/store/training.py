@@ -93,7 +93,7 @@ def build(
             f"{request.spine_path}: needs columns entity_id and timestamp; has {columns}"
         )
     label = ", label" if "label" in columns else ""
-    spine: pa.Table = cur.execute(
+    spine: pa.Table = cur.sql(
         f"SELECT row_number() OVER () AS __row, CAST(entity_id AS VARCHAR) AS entity_id, "
         f"CAST({sql.identifier(time_column)} AS TIMESTAMP) AS ts{label} FROM {scan}"
     ).to_arrow_table()

@@ -1,5 +1,6 @@
-"""Training sets built in one and in several parts, in-process on a DuckDB of their own,
-against the brute force of tests/tasks/test_training_set.py (no services needed)."""
+"""Training sets built in one and in several parts, on one and two DuckDB threads,
+in-process on a DuckDB of their own, against the brute force of
+tests/tasks/test_training_set.py (no services needed)."""
 
 from __future__ import annotations
 
@@ -50,10 +51,14 @@ def history(lines: list[dict[str, Any]]) -> duckdb.DuckDBPyConnection:
 
 @pytest.mark.parametrize("make_events", [sparse_events, complete_events])
 @pytest.mark.parametrize("parts", [1, 2, 3])
-def test_every_part_count_matches_brute_force(tmp_path: Path, make_events: Any, parts: int) -> None:
+@pytest.mark.parametrize("duckdb_threads", [1, 2])  # 2: as the service builds one (job_threads)
+def test_every_part_count_matches_brute_force(
+    tmp_path: Path, make_events: Any, parts: int, duckdb_threads: int
+) -> None:
     rng = random.Random(3)
     entities = [f"e{i}" for i in range(25)]
     con = history(make_events(rng, entities))
+    con.execute(f"SET GLOBAL threads = {duckdb_threads}")
     stored = [
         dict(zip(COLUMNS, r, strict=True)) for r in con.execute("SELECT * FROM features").fetchall()
     ]
