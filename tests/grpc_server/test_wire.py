@@ -20,7 +20,7 @@ from featurestore.serving.results import (
 )
 from featurestore.serving.service import OnlineFeatures
 from featurestore.store.online_grid import OnlineGrid
-from grpc_server import convert, wire
+from grpc_server import convert, wire, wire_grid
 from grpc_server.generated import featurestore_pb2 as pb
 
 NAMES = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=150)
@@ -136,3 +136,57 @@ def test_varints_are_the_ones_protobuf_writes(value: int) -> None:
     assert pb.ArtifactInfo(bytes=value).SerializeToString() == (b"\x10" + encoded if value else b"")
     if value >= 0:
         assert wire.varint(value) == encoded
+
+
+# From 1978-07-04 (2 ** 28 s) to 3058 (2 ** 35 s): the times wire_grid lays out at fixed places.
+GRID_MICROS = st.integers(min_value=2**28 * 10**6, max_value=2**35 * 10**6 - 1) | st.sampled_from(
+    [2**28 * 10**6, 2**35 * 10**6 - 1, 1_767_542_549_000_000]
+)
+
+
+@st.composite
+def complete_lookups(draw: st.DrawFn) -> OnlineFeatures:
+    """A GetOnlineFeatures answer of several entities with every cell present."""
+    n = draw(st.integers(min_value=2, max_value=6))
+    f = draw(st.integers(min_value=1, max_value=5))
+    names = draw(st.lists(NAMES, min_size=f, max_size=f))
+    values = draw(hnp.arrays(np.float64, (n, f), elements=DOUBLES))
+    micros = draw(hnp.arrays(np.int64, (n, f), elements=GRID_MICROS))
+    grid = OnlineGrid(values, micros, np.ones((n, f), dtype=bool), True)
+    return OnlineFeatures(draw(st.lists(NAMES, min_size=n, max_size=n)), names, grid, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(complete_lookups())
+def test_a_complete_grid_at_fixed_places_equals_message_by_message(found: OnlineFeatures) -> None:
+    grid = found.grid
+    fixed = wire_grid.entity_records(
+        3, found.entity_ids, found.names, grid.values, grid.event_micros
+    )
+    assert fixed is not None
+    assert pb.GetOnlineFeaturesResponse.FromString(fixed) == convert._online_messages(found)
+
+
+@pytest.mark.parametrize("micros", [2**28 * 10**6 - 1, 2**35 * 10**6, 0, -1])
+def test_a_time_outside_the_fixed_layout_is_left_to_the_general_one(micros: int) -> None:
+    values = np.ones((2, 1))
+    times = np.array([[1_767_542_549_000_000], [micros]], dtype=np.int64)
+    assert wire_grid.entity_records(3, ["a", "b"], ["f"], values, times) is None
+    found = OnlineFeatures(["a", "b"], ["f"], OnlineGrid(values, times, values > 0, True), None)
+    limit = convert.NUMPY_FROM_VALUES
+    convert.NUMPY_FROM_VALUES = 0
+    try:
+        assert convert.online_response(found) == convert._online_messages(found)
+    finally:
+        convert.NUMPY_FROM_VALUES = limit
+
+
+def test_nanos_in_five_bytes_read_as_the_same_number() -> None:
+    # 1 us past a second: nanos 1000, whose minimal varint has two bytes.
+    times = np.array([[1_767_542_549_000_001, 1_767_542_549_999_999]], dtype=np.int64)
+    fixed = wire_grid.entity_records(1, ["e"], ["a", "b"], np.array([[0.5, -1.0]]), times)
+    assert fixed is not None
+    entity = pb.EntityFeatures.FromString(fixed[2:])
+    stamps = [(f.event_timestamp.seconds, f.event_timestamp.nanos) for f in entity.features]
+    assert stamps == [(1_767_542_549, 1000), (1_767_542_549, 999_999_000)]
+    assert [f.value for f in entity.features] == [0.5, -1.0]
