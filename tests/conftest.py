@@ -60,6 +60,8 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
         "consumer_group": "featurestore-test",
         # Fault tests lose write tasks on purpose; resend them soon.
         "batch_resend_after_s": 15.0,
+        # Not the default, so that tests/test_stack.py sees each program's niceness applied.
+        "batch_nice": 4,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

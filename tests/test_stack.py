@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import urllib.request
 
 import grpc
+import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from featurestore import cli, priority
 from featurestore import stack as stack_module
 from featurestore.settings import Settings
 from tests.helpers import run_cli, wait_until
@@ -81,3 +84,24 @@ def test_flower_answers(stack: Settings) -> None:
     ) as reply:
         assert reply.status == 200
         assert "flower_" in reply.read().decode()
+
+
+def test_batch_programs_run_below_serving(stack: Settings) -> None:
+    # featurestore.priority: every thread and child of a batch program at batch_nice, the
+    # gRPC group and Redis at the niceness supervisord has.
+    assert stack.batch_nice > 0
+    seen = {}
+    for program in stack_module.programs(stack):
+        service = program.name if program.name in cli.SERVICES else None
+        command = "service" if service else program.name.removeprefix("duckdb-")
+        expected = priority.program_nice(stack, command, service)
+        root = psutil.Process(program.pid)
+        for proc in [root, *root.children(recursive=True)]:
+            for thread in proc.threads():
+                assert os.getpriority(os.PRIO_PROCESS, thread.id) == expected, (
+                    program.name,
+                    proc.name(),
+                )
+        seen[program.name] = expected
+    assert seen["duckdb-worker"] == seen["bridge"] == seen["kafka"] == stack.batch_nice
+    assert seen["grpc"] == seen["redis"] == 0

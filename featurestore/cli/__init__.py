@@ -17,6 +17,7 @@ from featurestore.cli import serving as cli_serving
 from featurestore.cli import watch as cli_watch
 from featurestore.errors import FeatureStoreError
 from featurestore.logs import quoted, setup_logging
+from featurestore.priority import lower_priority, program_nice
 from featurestore.settings import Settings, load_settings
 
 log = logging.getLogger("featurestore.cli")
@@ -294,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     settings = load_settings()
+    nice = program_nice(settings, args.command, getattr(args, "name", None))
+    if nice:
+        log.info("program_priority command=%s nice=%d", args.command, lower_priority(nice))
     try:
         return int(args.handler(settings, args))
     except FeatureStoreError as exc:
