@@ -5,8 +5,10 @@ Entities shaped like `make bench-peers`' online rows (ten features, values with 
 one event time each) straight into a Redis of its own (no Kafka, no stack); then each step
 of the server's work and of the client's alone, and whole calls through a gRPC server built
 in this process (health Check as the floor). Steps take turns so that machine load hits all
-alike; CPU per step is the steadier figure on a shared machine. The last line of output is
-one JSON object.
+alike; CPU per step is the steadier figure on a shared machine. Then, as `make bench-peers`
+times it, whole calls from this process to a server in a process of its own (built as the
+stack's gRPC processes are, with their interpreter settings): p50, p99, the client's and the
+server's CPU per call. The last line of output is one JSON object.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import datetime as dt
 import json
 import os
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
+import psutil
 import pyarrow as pa
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -27,10 +33,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.common import bench_settings, percentile
 from featurestore.logs import setup_logging
 from featurestore.services import RedisService
+from featurestore.settings import Settings
 from featurestore.store.online import OnlineStore
 from featurestore.store.online_grid import parse_grid
 from grpc_server import convert
 from grpc_server.generated import featurestore_pb2 as pb
+from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
+from grpc_server.main import build_server, build_serving
+from grpc_server.startup import Readiness, tune_interpreter
 from tests.grpc_server.inprocess import Running, running_server
 
 ENTITIES = 20_000
@@ -38,6 +48,7 @@ FEATURES = [f"feature_{k}" for k in range(10)]
 # Shifted like bench_settings' ports, so that two runs side by side use two Redis servers.
 REDIS_URL = f"redis://localhost:{7398 + int(os.environ.get('FSTORE_BENCH_PORT_OFFSET', '0'))}/0"
 ROUNDS = int(os.environ.get("FSTORE_PROFILE_ROUNDS", "400"))
+SERVER_PORT = 51097 + int(os.environ.get("FSTORE_BENCH_PORT_OFFSET", "0"))
 WARM = 20
 
 Step = Callable[[int, list[str]], object]
@@ -117,12 +128,65 @@ def measure(running: Running, ids: list[str]) -> dict[str, float]:
     return out
 
 
+def serve(settings: Settings) -> None:
+    """A gRPC server on SERVER_PORT, as one of the stack's processes, until stdin closes."""
+    tune_interpreter(settings)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    serving, models = build_serving(settings, client, None, None)
+    server, _, _ = build_server(settings, serving, models, Readiness(serving, models))
+    server.start()
+    print("ready", flush=True)
+    sys.stdin.read()
+    server.stop(grace=None)
+
+
+def remote(settings: Settings, ids: list[str]) -> dict[str, float]:
+    """Whole calls to a server in another process, timed as bench.peers_workloads does."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bench.online_many_profile", "--serve", str(settings.state_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        channel = grpc.insecure_channel(f"localhost:{SERVER_PORT}")
+        stub = pb_grpc.FeatureStoreStub(channel)
+        rng = random.Random(7)
+        server = psutil.Process(child.pid)
+        wall: list[float] = []
+        for i in range(WARM + 2 * ROUNDS):
+            if i == WARM:
+                began_cpu, server_cpu = time.process_time(), sum(server.cpu_times()[:2])
+            request = pb.GetOnlineFeaturesRequest(
+                entity_ids=rng.sample(ids, 100), feature_names=FEATURES
+            )
+            began = time.perf_counter()
+            client_values(stub.GetOnlineFeatures(request, timeout=5))
+            if i >= WARM:
+                wall.append((time.perf_counter() - began) * 1000)
+        calls = len(wall)
+        out = {
+            "remote_call_p50_ms": percentile(wall, 0.5),
+            "remote_call_p99_ms": percentile(wall, 0.99),
+            "remote_client_cpu_ms": (time.process_time() - began_cpu) * 1000 / calls,
+            "remote_server_cpu_ms": (sum(server.cpu_times()[:2]) - server_cpu) * 1000 / calls,
+        }
+        channel.close()
+        return out
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        child.wait(timeout=30)
+
+
 def main() -> None:
     """Time every step; print a table and the JSON summary last."""
     setup_logging("WARNING")
-    settings = bench_settings(
-        Path(tempfile.mkdtemp(prefix="bench-online-many-")), redis_url=REDIS_URL
-    )
+    if sys.argv[1:2] == ["--serve"]:
+        serve(local_settings(Path(sys.argv[2])))
+        return
+    settings = local_settings(Path(tempfile.mkdtemp(prefix="bench-online-many-")))
     service = RedisService(settings)
     started = service.ensure().started
     try:
@@ -130,13 +194,23 @@ def main() -> None:
         ids = load(client)
         with running_server(settings) as running:
             results = measure(running, ids)
+        results |= remote(settings, ids)
     finally:
         if started:
             service.stop()
     print(f"{'STEP (100 x 10)':<28}{'p50 (ms)':>12}{'CPU (ms)':>12}")
-    for name in [k.removesuffix("_p50_ms") for k in results if k.endswith("_p50_ms")]:
+    steps_run = [k.removesuffix("_p50_ms") for k in results if k.endswith("_p50_ms")]
+    for name in [n for n in steps_run if not n.startswith("remote_")]:
         print(f"{name:<28}{results[name + '_p50_ms']:>12.3f}{results[name + '_cpu_ms']:>12.3f}")
+    print(", ".join(f"{k} {v:.3f}" for k, v in results.items() if k.startswith("remote_")))
     print(json.dumps({k: round(v, 4) for k, v in results.items()}))
+
+
+def local_settings(state_dir: Path) -> Settings:
+    """The bench's settings on this Redis, the server on SERVER_PORT on loopback."""
+    return bench_settings(
+        state_dir, redis_url=REDIS_URL, grpc_host="localhost", grpc_port=SERVER_PORT
+    )
 
 
 if __name__ == "__main__":
