@@ -12,7 +12,8 @@ the database) stays at one for every other query. On this shared 2-core machine 
 was faster in wall time than two, in three runs of that benchmark (each part rescans the
 history, so two cost more CPU), and the service's point read during the build did no better
 beside two parts than beside one part on two DuckDB threads (README, Benchmarks). Hence
-PARTS = 1; more parts pay only where cores sit idle.
+PARTS = 1; the service gives the one part more cores by raising DuckDB's threads for the
+build only (featurestore.store.job_threads).
 """
 
 from __future__ import annotations
