@@ -95,7 +95,10 @@ class Predictor:
                     metrics.MISSING_FEATURES.labels(model_id, name).inc()
             raise MissingFeaturesError(model_id, missing)
         values, micros, origins = cells
-        rows = {name: _as_rows(a, len(entity_ids)) for name, a in model.infer(values).items()}
+        rows = {
+            name: _as_rows(a, len(entity_ids))
+            for name, a in model.infer(values, entity_ids).items()
+        }
         arrays = CallArrays(tuple(model.feature_names), values, micros, origins, rows)
         outputs = {name: array.tolist() for name, array in rows.items()}
         predictions = [

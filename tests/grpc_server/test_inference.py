@@ -347,6 +347,7 @@ def _bad_requests(pb: Any, model: str) -> list[tuple[str, Any, str]]:
         ("datatype", infer_request(pb, model, ROWS, "INT64"), "datatype"),
         ("fp16", infer_request(pb, model, ROWS, "FP16", raw=True), "datatype"),
         ("not finite", infer_request(pb, model, np.full((1, 3), np.nan)), "NaN"),
+        ("past float32", infer_request(pb, model, np.full((1, 3), 1e300), "FP64"), "range"),
         ("output", infer_request(pb, model, ROWS, outputs=["score"]), "output"),
         ("rows", infer_request(pb, model, np.zeros((MAX_ROWS + 1, 3))), "rows"),
     ]

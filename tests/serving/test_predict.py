@@ -272,6 +272,12 @@ def test_missing_features_name_each_entity_and_feature(client: redis.Redis, stor
         (["a"], {"b": {"age_years": 1.0}}, ValidationError, "not a requested entity"),
         (["a"], {"a": {"age_years": float("nan")}}, ValidationError, "not a finite number"),
         (["a"], {"a": {"age_years": float("inf")}}, ValidationError, "not a finite number"),
+        (
+            ["a"],
+            {"a": {"debt_to_income_ratio": 0.3, "age_years": 1e300, "has_default": 0.0}},
+            ValidationError,
+            r"age_years=1e\+300 of 'a': outside the range of its float32 input",
+        ),
     ],
 )
 def test_bad_requests_are_refused_with_a_clear_message(

@@ -96,6 +96,41 @@ def test_rows_of_the_wrong_width_are_refused() -> None:
         model.infer(np.zeros((2, 4)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_values_out_of_the_input_range_are_refused_by_name(dtype: type[np.floating]) -> None:
+    # 1e300 is finite, but not in float32; through a scale of 1e-300 not in float64 either:
+    # ONNX Runtime answered NaN probabilities (or a saturated 0/1) for them as a valid score.
+    model = _load(
+        {
+            "onnx": om.linear_classifier(3, WEIGHTS, -0.2, dtype=dtype),
+            "json": om.scaler_json([0.0, 40.0, 0.5], [1e-300, 12.0, 0.5]),
+        }
+    )
+    rows = _rows(4)
+    rows[:, 0] = 0.0  # scaled to 0
+    rows[1, 1] = 1e300
+    rows[2, 0] = 1e10
+    with pytest.raises(ValidationError) as caught:
+        model.infer(rows, ["a", "b", "c", "d"])
+    message = str(caught.value)
+    assert "debt_to_income_ratio=1e+10 of 'c'" in message
+    assert ("age_years=1e+300 of 'b'" in message) is (dtype is np.float32)
+    assert f"outside the range of its {np.dtype(dtype)} input" in message
+    with pytest.raises(ValidationError, match="debt_to_income_ratio=1e\\+10 of row 2"):
+        model.infer(rows)
+    rows[1, 1], rows[2, 0] = 40.0, 0.0
+    assert model.infer(rows)["probabilities"].shape == (4, 2)
+
+
+def test_past_float32_without_a_scaler_is_refused_and_many_cells_are_counted() -> None:
+    model = _load({"onnx": om.linear_classifier(3, WEIGHTS, -0.2)})
+    rows = np.full((3, 3), 1e39)  # has_default is a bool: 1
+    with pytest.raises(
+        ValidationError, match=r"of row 1, .* of row 2 and 1 more: outside the range"
+    ):
+        model.infer(rows)
+
+
 class Predictor:
     """A picklable stand-in for an sklearn classifier."""
 
