@@ -164,14 +164,29 @@ def _print_table(rows: list[list[str]]) -> None:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
 
 
+# What a parameter's integer can be on its way to the DuckDB service (msgpack: int64 or
+# uint64); a larger one failed there with a traceback.
+PARAM_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
 def typed_param(text: str) -> int | float | str:
     """A --param value: an integer, else a float, else the text itself."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
+    try:
+        number = int(text)
+    except ValueError:
+        pass
+    else:
+        low, high = PARAM_INT_RANGE
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is an integer outside {low}..{high}; give it as a float "
+                f"(--param {float(number):g}) or as text (--param-json '\"{text}\"')"
+            )
+        return number
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def json_param(text: str) -> Any:
