@@ -4,10 +4,12 @@ When every entity has every feature (the common read) and every event time lies 
 1978 and 3058, each FeatureValue of feature j has the same length in every entity: its
 name, 8 bytes of the double, `present` and a Timestamp whose seconds take five varint
 bytes and whose nanos are written in five bytes too (a varint with continuation bits to
-spare, which protobuf parsers read as the same number). So one row of bytes serves as the
-template of every entity, and the values and times are written into their places with
-three numpy assignments, without the masks of grpc_server.wire's general layout: 100
-entities x 10 features in about a quarter of its time (README, Benchmarks: Serving).
+spare, which protobuf parsers read as the same number; the caller parses these bytes and
+gRPC serialises the message, so what goes on the wire has minimal varints, as protobuf
+expects of any writer). So one row of bytes serves as the template of every entity, and
+the values and times are written into their places with three numpy assignments, without
+the masks of grpc_server.wire's general layout: 100 entities x 10 features in about a
+quarter of its time (README, Benchmarks: Serving).
 """
 
 from __future__ import annotations
