@@ -19,14 +19,20 @@ build only (featurestore.store.job_threads).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from featurestore import sql
+from featurestore.logs import quoted
+
+log = logging.getLogger(__name__)
 
 PARTS = 1  # see above
+KEY = "hash(entity_id)"  # the ASOF JOIN's equality (_joined)
 
 _WINDOW = (
     "OVER (PARTITION BY entity_id ORDER BY event_timestamp "
@@ -97,17 +103,32 @@ def _part(
             f"THEN NULL ELSE w.v{k} END AS v{k}"
             for k, feature in enumerate(features)
         )
-        # sql(), not execute(): DuckDB 2.0 copies a DB-API result's rows once more into Arrow.
-        table: pa.Table = cur.sql(
-            f"""SELECT s.*, {selected}
-                FROM (SELECT * FROM training_spine WHERE {mine}) s
-                ASOF LEFT JOIN {history} w
-                ON s.entity_id = w.entity_id AND s.ts >= w.event_timestamp"""
-        ).to_arrow_table()
-        return table
+        return _joined(cur, selected, mine, history)
     finally:
         cur.execute("ROLLBACK")  # only temp tables were made; nothing to keep
         cur.unregister("training_spine")
+
+
+def _joined(cur: duckdb.DuckDBPyConnection, selected: str, mine: str, history: str) -> pa.Table:
+    """The ASOF JOIN of the spine's rows with the history, on a hash of the entity (KEY)
+    first: its sorts compare 8 bytes instead of the entity's text, 0.75 CPU-s against 1.13
+    for 1M spine rows and 1M pivot rows. Two entities sharing a hash can only make a row
+    match the other entity's event (when the latest event of both at or before the row's
+    time is the row's entity's, it is that entity's latest too), so a row matched to
+    another entity betrays one; then the join is redone on the entity's text."""
+    for key in (KEY, "entity_id"):
+        # sql(), not execute(): DuckDB 2.0 copies a DB-API result's rows once more to Arrow.
+        table: pa.Table = cur.sql(
+            f"""SELECT s.* EXCLUDE (__key), {selected}, w.entity_id AS __matched
+                FROM (SELECT *, {key} AS __key FROM training_spine WHERE {mine}) s
+                ASOF LEFT JOIN (SELECT *, {key} AS __key FROM {history}) w
+                ON s.__key = w.__key AND s.ts >= w.event_timestamp"""
+        ).to_arrow_table()
+        other = pc.any(pc.not_equal(table.column("__matched"), table.column("entity_id")))
+        if not other.as_py():
+            break
+        log.info("training_key_shared key=%s retry_key=entity_id", quoted(key))
+    return table.drop_columns(["__matched"])
 
 
 def _carried(

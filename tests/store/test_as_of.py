@@ -5,6 +5,7 @@ tests/tasks/test_training_set.py (no services needed)."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from featurestore.store import training
+from featurestore.store import as_of, training
 from tests.tasks.test_training_set import (
     BASE,
     FEATURES,
@@ -53,8 +54,27 @@ def history(lines: list[dict[str, Any]]) -> duckdb.DuckDBPyConnection:
 @pytest.mark.parametrize("parts", [1, 2, 3])
 @pytest.mark.parametrize("duckdb_threads", [1, 2])  # 2: as the service builds one (job_threads)
 def test_every_part_count_matches_brute_force(
+    tmp_path: Path, make_events: Any, parts: int, duckdb_threads: int, caplog: Any
+) -> None:
+    caplog.set_level(logging.INFO, logger=as_of.__name__)
+    check_against_brute_force(tmp_path, make_events, parts, duckdb_threads)
+    assert "training_key_shared" not in caplog.text  # joined on the hash alone
+
+
+@pytest.mark.parametrize("make_events", [sparse_events, complete_events])
+def test_entities_sharing_the_join_key_are_joined_again_on_their_text(
+    tmp_path: Path, make_events: Any, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    caplog.set_level(logging.INFO, logger=as_of.__name__)
+    monkeypatch.setattr(as_of, "KEY", "hash(entity_id) % 2")  # 25 entities on two keys
+    check_against_brute_force(tmp_path, make_events, 1, 1)
+    assert "training_key_shared" in caplog.text
+
+
+def check_against_brute_force(
     tmp_path: Path, make_events: Any, parts: int, duckdb_threads: int
 ) -> None:
+    """A training set of 300 spine rows over 25 entities, equal to the brute force's."""
     rng = random.Random(3)
     entities = [f"e{i}" for i in range(25)]
     con = history(make_events(rng, entities))
