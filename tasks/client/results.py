@@ -41,6 +41,7 @@ class ResultListener:
         self._pattern = app.backend.get_key_for_task(f"{self.prefix}*").decode()
         self._ready = threading.Event()
         self._backoff = 0.1
+        self._subscribed_before = False
         self._thread = threading.Thread(target=self._run, name="read-results", daemon=True)
         self._thread.start()
 
@@ -91,7 +92,11 @@ class ResultListener:
             if message is None:
                 continue
             if message["type"] == "psubscribe":
-                log.info("result_listener_subscribed prefix=%s", self.prefix)
+                # The first subscription is routine (every `fstore query` printed it); one
+                # after a lost connection is news, beside the warning that told the loss.
+                level = logging.INFO if self._subscribed_before else logging.DEBUG
+                log.log(level, "result_listener_subscribed prefix=%s", self.prefix)
+                self._subscribed_before = True
                 self._backoff = 0.1
                 # Results published while this process was not subscribed are only stored.
                 self._on_subscribed()
