@@ -24,6 +24,7 @@ from featurestore.settings import Settings
 from grpc_server.auth import server_credentials, server_interceptors
 from grpc_server.generated import featurestore_pb2 as pb
 from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
+from grpc_server.inference import SERVICE_NAME as INFERENCE_SERVICE_NAME
 from grpc_server.inference import add_inference_service
 from grpc_server.interceptor import MetricsInterceptor
 from grpc_server.servicer import FeatureStoreServicer
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FeatureStore"].full_name
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# The names the health service answers for: the server, and each service a probe may name
+# (a probe of the inference service got NOT_FOUND).
+HEALTH_NAMES = ("", SERVICE_NAME, INFERENCE_SERVICE_NAME)
 
 
 def watch_health(
@@ -60,7 +64,7 @@ def watch_health(
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         if state != last:
-            for name in (SERVICE_NAME, ""):
+            for name in HEALTH_NAMES:
                 health_servicer.set(name, state)
             log.info(
                 "grpc_health state=%s", health_pb2.HealthCheckResponse.ServingStatus.Name(state)
@@ -98,7 +102,7 @@ def build_server(
         FeatureStoreServicer(serving, read_timeout_s=settings.query_timeout_s), server
     )
     health_servicer = health.HealthServicer()
-    for name in (SERVICE_NAME, ""):
+    for name in HEALTH_NAMES:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     inference = add_inference_service(
