@@ -72,6 +72,8 @@ def cmd_features(settings: Settings, args: argparse.Namespace) -> int:
     if args.format == "json":
         out = []
         for result in reply.results:
+            # An entity with nothing online is absent too, as in the table (exit 1).
+            absent += not result.features
             features: dict[str, Any] = {}
             for f in result.features:
                 absent += not f.present
@@ -169,6 +171,17 @@ def _print_table(rows: list[list[str]]) -> None:
 PARAM_INT_RANGE = (-(2**63), 2**64 - 1)
 
 
+def seconds(text: str) -> float:
+    """A --timeout value: a finite number of seconds above 0 (-5 ended in a traceback)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number of seconds above 0")
+    return value
+
+
 def typed_param(text: str) -> int | float | str:
     """A --param value: an integer, else a float, else the text itself."""
     try:
@@ -251,7 +264,7 @@ def add_parsers(sub: Any) -> None:
     features.add_argument("entities", nargs="+", metavar="ENTITY")
     features.add_argument("--features", help="comma-separated feature names (default: all)")
     features.add_argument("--format", **formats)
-    features.add_argument("--timeout", type=float, default=CALL_TIMEOUT_S, help="seconds")
+    features.add_argument("--timeout", type=seconds, default=CALL_TIMEOUT_S, help="seconds")
 
     predict = sub.add_parser("predict", help=(cmd_predict.__doc__ or "").strip())
     predict.set_defaults(handler=cmd_predict)
@@ -265,7 +278,7 @@ def add_parsers(sub: Any) -> None:
         help="a feature value for every entity given, overriding the stored one; repeatable",
     )
     predict.add_argument("--format", **formats)
-    predict.add_argument("--timeout", type=float, default=CALL_TIMEOUT_S, help="seconds")
+    predict.add_argument("--timeout", type=seconds, default=CALL_TIMEOUT_S, help="seconds")
 
     query = sub.add_parser("query", help=(cmd_query.__doc__ or "").strip())
     query.set_defaults(handler=cmd_query)
@@ -287,4 +300,4 @@ def add_parsers(sub: Any) -> None:
         help='a parameter as a JSON value (null, true, "42" as text); repeatable',
     )
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    query.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    query.add_argument("--timeout", type=seconds, default=30.0, help="seconds")
