@@ -22,6 +22,11 @@ from featurestore.settings import Settings, load_settings
 
 log = logging.getLogger("featurestore.cli")
 
+# The commands supervisord runs (supervisord.conf); the others are typed by a person.
+PROGRAM_COMMANDS = frozenset(
+    {"service", "worker", "bridge", "model-sync", "beat", "grpc", "flower"}
+)
+
 SERVICES: dict[str, Callable[[Settings], services.ManagedService]] = {
     "kafka": services.KafkaService,
     "redis": services.RedisService,
@@ -301,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(settings, args))
     except FeatureStoreError as exc:
-        log.error("command_failed command=%s error=%s", args.command, quoted(exc))
+        # A program's log keeps the event line; a person reads the plain line below, which
+        # the event line only repeated, timestamped, above it.
+        level = logging.ERROR if args.command in PROGRAM_COMMANDS else logging.DEBUG
+        log.log(level, "command_failed command=%s error=%s", args.command, quoted(exc))
         print(f"fstore {args.command}: {exc}", file=sys.stderr)
         return 2
