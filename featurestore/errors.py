@@ -77,6 +77,20 @@ class MissingFeaturesError(FeatureStoreError):
         super().__init__(f"model {model_id} is missing features ({parts})")
 
 
+class InputRangeError(ValidationError):
+    """Values a model cannot take: outside its input's range once cast and scaled; `cells`
+    holds their (row, feature) positions."""
+
+    def __init__(self, message: str, cells: list[tuple[int, int]]) -> None:
+        self.cells = cells
+        super().__init__(message)
+
+
+class UnusableFeaturesError(FeatureStoreError):
+    """Stored feature values a model cannot take (an InputRangeError the caller did not
+    cause); the message names the values, features and entities."""
+
+
 class ArtifactError(FeatureStoreError):
     """A model artifact failed validation; `reason` is a short label (for metrics)."""
 

@@ -16,6 +16,7 @@ from featurestore.errors import (
     ModelNotFoundError,
     QueryTimeoutError,
     ServiceError,
+    UnusableFeaturesError,
     ValidationError,
 )
 
@@ -40,6 +41,8 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode, str | None], ...]
     # Its text names the model (and version) asked for, nothing else.
     (ModelNotFoundError, grpc.StatusCode.NOT_FOUND, None),
     (MissingFeaturesError, grpc.StatusCode.FAILED_PRECONDITION, None),
+    # Stored values the model cannot take: not the caller's fault, the text names them.
+    (UnusableFeaturesError, grpc.StatusCode.FAILED_PRECONDITION, None),
     (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"),
     (QueryTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED, "a feature read did not finish in time"),
     (ServiceError, grpc.StatusCode.UNAVAILABLE, "a backing service is unavailable"),

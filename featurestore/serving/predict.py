@@ -10,7 +10,14 @@ import numpy as np
 import redis
 
 from featurestore import metrics
-from featurestore.errors import LimitError, MissingFeaturesError, QueryTimeoutError, ValidationError
+from featurestore.errors import (
+    InputRangeError,
+    LimitError,
+    MissingFeaturesError,
+    QueryTimeoutError,
+    UnusableFeaturesError,
+    ValidationError,
+)
 from featurestore.reads.features import LatestFeature, latest_features
 from featurestore.reads.reader import Reader
 from featurestore.serving.results import (
@@ -95,10 +102,15 @@ class Predictor:
                     metrics.MISSING_FEATURES.labels(model_id, name).inc()
             raise MissingFeaturesError(model_id, missing)
         values, micros, origins = cells
-        rows = {
-            name: _as_rows(a, len(entity_ids))
-            for name, a in model.infer(values, entity_ids).items()
-        }
+        # The values reported (and logged) stay as stored or sent, before the model's casts:
+        # the skew report compares them with the offline store's.
+        try:
+            inferred = model.infer(values, entity_ids)
+        except InputRangeError as exc:
+            if all(origins[r, c] == REQUEST for r, c in exc.cells):
+                raise
+            raise UnusableFeaturesError(exc.args[0]) from exc
+        rows = {name: _as_rows(a, len(entity_ids)) for name, a in inferred.items()}
         arrays = CallArrays(tuple(model.feature_names), values, micros, origins, rows)
         outputs = {name: array.tolist() for name, array in rows.items()}
         predictions = [

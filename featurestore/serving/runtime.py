@@ -13,7 +13,12 @@ import redis
 
 from featurestore import metrics
 from featurestore.constants import PROD_MODELS_KEY, model_manifest_key
-from featurestore.errors import ArtifactError, ModelNotFoundError, ValidationError
+from featurestore.errors import (
+    ArtifactError,
+    InputRangeError,
+    ModelNotFoundError,
+    ValidationError,
+)
 from featurestore.logs import quoted
 from featurestore.serving import loaders
 from featurestore.serving import manifest as published
@@ -74,13 +79,7 @@ class LoadedModel:
                 f"model {self.model_id} takes rows of {len(self.features)} features, "
                 f"got shape {rows.shape}"
             )
-        x = rows
-        if self._ints.size or self._bools.size:
-            x = np.array(rows, dtype=np.float64)
-            if self._ints.size:
-                x[:, self._ints] = np.rint(x[:, self._ints])
-            if self._bools.size:
-                x[:, self._bools] = x[:, self._bools] != 0
+        x = self.cast(rows)
         if not self._may_overflow:
             return self._runner(x.astype(self.input_dtype, copy=False))
         # A finite value past the input type's range (1e300 into float32, or through a tiny
@@ -94,17 +93,29 @@ class LoadedModel:
                 x = (x - mean) / scale
             x = x.astype(self.input_dtype, copy=False)
         if not np.isfinite(x).all():
-            raise ValidationError(self._out_of_range(rows, x, row_names))
+            bad = [(r, c) for r, c in np.argwhere(~np.isfinite(x)).tolist()]
+            raise InputRangeError(self._out_of_range(rows, bad, row_names), bad)
         return self._runner(x)
 
+    def cast(self, rows: np.ndarray) -> np.ndarray:
+        """Rows with int features rounded and bool features 0/1 (float64); `rows` itself
+        when the model has neither."""
+        if not (self._ints.size or self._bools.size):
+            return rows
+        x = np.array(rows, dtype=np.float64)
+        if self._ints.size:
+            x[:, self._ints] = np.rint(x[:, self._ints])
+        if self._bools.size:
+            x[:, self._bools] = x[:, self._bools] != 0
+        return x
+
     def _out_of_range(
-        self, rows: np.ndarray, x: np.ndarray, row_names: Sequence[str] | None
+        self, rows: np.ndarray, bad: list[tuple[int, int]], row_names: Sequence[str] | None
     ) -> str:
-        bad = np.argwhere(~np.isfinite(x))
         cells = [
             f"{self.feature_names[c]}={float(rows[r, c]):g} of "
             + (repr(row_names[r]) if row_names is not None else f"row {r}")
-            for r, c in bad[:MAX_NAMED_CELLS].tolist()
+            for r, c in bad[:MAX_NAMED_CELLS]
         ]
         more = f" and {len(bad) - MAX_NAMED_CELLS} more" if len(bad) > MAX_NAMED_CELLS else ""
         return (

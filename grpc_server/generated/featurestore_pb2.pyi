@@ -527,7 +527,9 @@ class EntityPrediction(_message.Message):
     def outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelOutput]: ...
     @_builtins.property
     def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsedFeature]:
-        """The model's inputs, in expected-feature order."""
+        """The model's inputs, in expected-feature order, as stored or sent: before the casts the
+        model declares (an int feature's 30.7 was run as 31), as the prediction log keeps them.
+        """
 
     def __init__(
         self,

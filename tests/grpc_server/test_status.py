@@ -7,12 +7,14 @@ import pytest
 import redis
 
 from featurestore.errors import (
+    InputRangeError,
     LimitError,
     MissingFeaturesError,
     ModelNotFoundError,
     QueryError,
     QueryTimeoutError,
     ServiceStartError,
+    UnusableFeaturesError,
     ValidationError,
 )
 from grpc_server.status import DeadlineExceeded, status_for
@@ -40,6 +42,16 @@ from grpc_server.status import DeadlineExceeded, status_for
             MissingFeaturesError("credit", {"e1": ["age", "dti"], "e2": ["dti"]}),
             grpc.StatusCode.FAILED_PRECONDITION,
             "model credit is missing features (e1: age, dti; e2: dti)",
+        ),
+        (
+            InputRangeError("model m cannot take age=1e+300 of 'e1': outside ...", [(0, 1)]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "model m cannot take age=1e+300 of 'e1': outside ...",
+        ),
+        (
+            UnusableFeaturesError("model m cannot take age=1e+300 of 'e1': outside ..."),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "model m cannot take age=1e+300 of 'e1': outside ...",
         ),
         (
             QueryTimeoutError("the DuckDB service did not answer within 30.0s"),

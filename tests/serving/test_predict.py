@@ -20,6 +20,7 @@ from featurestore.errors import (
     LimitError,
     MissingFeaturesError,
     ModelNotFoundError,
+    UnusableFeaturesError,
     ValidationError,
 )
 from featurestore.services import ManagedService
@@ -291,6 +292,29 @@ def test_bad_requests_are_refused_with_a_clear_message(
     _serve(client, model_id)
     with pytest.raises(error, match=message):
         _predictor(client, max_entities=3).predict(model_id, entities, overrides)
+
+
+def test_a_stored_value_the_model_cannot_take_is_not_the_callers_fault(
+    client: redis.Redis,
+) -> None:
+    # 1e300 is a finite stored value (PushFeatures accepts it) that overflows the float32
+    # input: the caller sent nothing wrong, so not INVALID_ARGUMENT's ValidationError.
+    model_id, good, bad = _id("m"), _id("e"), _id("e")
+    _serve(client, model_id)
+    row = {"debt_to_income_ratio": 0.3, "age_years": 40.0, "has_default": 0.0}
+    _online(client, {good: row, bad: {**row, "debt_to_income_ratio": 1e300}})
+    predictor = _predictor(client)
+    with pytest.raises(UnusableFeaturesError, match=rf"debt_to_income_ratio=1e\+300 of '{bad}'"):
+        predictor.predict(model_id, [good, bad])
+    # The same value sent with the request is the caller's.
+    with pytest.raises(ValidationError) as caught:
+        predictor.predict(model_id, [good], {good: {"debt_to_income_ratio": 1e300}})
+    assert not isinstance(caught.value, UnusableFeaturesError)
+    # A request value that replaces the stored one makes the entity servable.
+    result = predictor.predict(model_id, [bad], {bad: {"debt_to_income_ratio": 0.3}})
+    assert result.predictions[0].features[0] == UsedFeature(
+        "debt_to_income_ratio", 0.3, None, "request"
+    )
 
 
 def test_unknown_model(client: redis.Redis) -> None:
