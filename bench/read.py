@@ -270,7 +270,8 @@ def main() -> None:
     for name in ("bench", "featurestore.progress"):
         logging.getLogger(name).setLevel(logging.INFO)
     folder = Path(tempfile.mkdtemp(prefix="fstore-bench-read-"))
-    settings = bench_settings(folder / "state")
+    # The worker traces each read task's steps (tasks.read_trace) for the reads under ingest.
+    settings = bench_settings(folder / "state", read_trace_file=folder / "read-trace.txt")
     under_ingest: dict[str, Any] = {}
     training_s = float("nan")
     with running_stack(settings):

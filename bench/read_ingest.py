@@ -1,7 +1,8 @@
 """Reads under write load, for make bench-read: the latest-features read (and, in turn with
 it, `SELECT 1` and a no-op task, as in the idle read) while a producer process feeds Kafka at
 a steady rate through the bridge into the DuckDB service; the worker's RSS before and after;
-and which of the worker's steps (write_batch, latest_merge, from its log) the slow reads met.
+and which of the worker's steps (write_batch, latest_merge, from its log) the slow reads met;
+with the worker's trace, where their time went (bench.read_steps).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import redis
 from confluent_kafka import Producer
 
 from bench.common import bench_settings, latest_catch_up_s, now, percentile
+from bench.read_steps import read_steps
 from bridge.producer import producer_config
 from featurestore import constants, stack
 from featurestore.ingest.sources import FileSource
@@ -260,5 +262,8 @@ def reads_under_ingest(
         "worker_rss_growth_mib_per_million_events": (rss_after - rss_before)
         / (report["sent"] / 1e6),
     }
-    result.update(attribution(samples, worker_steps(settings, began_wall)))
+    steps = worker_steps(settings, began_wall)
+    result.update(attribution(samples, steps))
+    if settings.read_trace_file is not None:
+        result.update(read_steps(settings.read_trace_file, samples, steps["latest_merge"]))
     return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 from featurestore.settings import Settings
@@ -38,3 +39,13 @@ def lower_priority(nice: int) -> int:
         except ProcessLookupError:  # a thread that has ended since the listing
             continue
     return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def lower_thread_priority(extra: int) -> int:
+    """Add `extra` to the calling thread's niceness only (Linux keeps one per thread); the
+    new niceness, at most 19."""
+    tid = threading.get_native_id()
+    nice = min(19, os.getpriority(os.PRIO_PROCESS, tid) + extra)
+    if extra > 0:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+    return nice

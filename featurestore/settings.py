@@ -116,6 +116,14 @@ class Settings(BaseSettings):
     # Threads of the worker's write lane: write tasks run on these only (0: on the pool's
     # threads with the reads); a lower read p99 under ingest (README, reads under write load).
     worker_write_threads: int = Field(default=2, ge=0)
+    # OS niceness added to the latest-values merger's thread and to the write lane's threads
+    # (Linux sets it per thread), so that background work yields a contended core to reads;
+    # 0: no gain measured, a merge's checkpoint holds reads whatever its priority (README,
+    # reads under write load).
+    latest_merge_nice: int = Field(default=0, ge=0, le=19)
+    worker_write_nice: int = Field(default=0, ge=0, le=19)
+    # Benchmarks only: the worker appends each read task's step times here (tasks.read_trace).
+    read_trace_file: Path | None = None
     # Bounds of one read in the DuckDB service (README, "Reads"): stopped when its caller's
     # deadline passes and after read_time_limit_s at most; a result past either size fails.
     read_time_limit_s: float = Field(default=30.0, gt=0)
@@ -126,6 +134,11 @@ class Settings(BaseSettings):
     duckdb_memory_limit_mib: int = Field(default=320, ge=64)
     duckdb_temp_dir: Path | None = None  # default <state_dir>/data/duckdb-tmp
     duckdb_max_temp_mib: int = Field(default=4096, ge=0)
+    # WAL size at which a commit checkpoints (DuckDB's default 16). A checkpoint rewrites every
+    # row group of latest_features that a merge updated, and a latest read waits for it; past
+    # a checkpoint, reads walk the pending updates, slower as they pile up: 64 MiB is one
+    # checkpoint every ~30 s at 20k events/s (README, reads under write load).
+    duckdb_checkpoint_threshold_mib: int = Field(default=64, ge=1)
 
     # Bridge batching
     batch_max_rows: int = 10_000

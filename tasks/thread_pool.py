@@ -24,6 +24,8 @@ from typing import Any
 from celery.concurrency import thread
 from celery.concurrency.base import apply_target
 
+from featurestore.priority import lower_thread_priority
+
 _Call = tuple["Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
@@ -41,11 +43,12 @@ class _Idle:
 class LastIdleExecutor(Executor):
     """An executor whose thread that went idle last takes the next call."""
 
-    def __init__(self, max_workers: int, name: str = "pool") -> None:
+    def __init__(self, max_workers: int, name: str = "pool", nice: int = 0) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self._max_workers = max_workers
         self._name = name
+        self._nice = nice  # added to each of its threads' OS niceness
         self._lock = threading.Lock()
         self._idle: list[_Idle] = []
         self._waiting: deque[_Call] = deque()
@@ -101,6 +104,7 @@ class LastIdleExecutor(Executor):
     def _work(self, idle: _Idle) -> None:
         # Every call is taken out of `idle`, never kept: an idle thread must not keep its
         # last call's arguments (a task's message) alive.
+        lower_thread_priority(self._nice)
         idle.wake.acquire()
         call, idle.call = idle.call, None
         while call is not None:
@@ -134,6 +138,7 @@ def _run(call: _Call) -> None:
 # Celery's app setting naming the tasks that run in the write lane, and its threads.
 WRITE_TASKS_SETTING = "fstore_write_tasks"
 WRITE_THREADS_SETTING = "fstore_write_threads"
+WRITE_NICE_SETTING = "fstore_write_nice"
 
 
 class TaskPool(thread.TaskPool):  # type: ignore[misc]  # celery has no type hints
@@ -152,7 +157,9 @@ class TaskPool(thread.TaskPool):  # type: ignore[misc]  # celery has no type hin
         # each one more thread that a read's thread queued behind for the GIL and a CPU. In
         # a lane of their own they wait in line instead (README, reads under write load).
         self._writes = (
-            LastIdleExecutor(write_threads, name="duckdb-write")
+            LastIdleExecutor(
+                write_threads, name="duckdb-write", nice=int(conf.get(WRITE_NICE_SETTING) or 0)
+            )
             if write_threads and self._write_tasks
             else None
         )

@@ -18,7 +18,7 @@ from featurestore.constants import WRITER_EPOCH_KEY
 from featurestore.logs import quoted
 from featurestore.settings import Settings
 from featurestore.store.service import DuckDBService
-from tasks import monitor, thread_pool
+from tasks import monitor, read_trace, thread_pool
 from tasks.app import app, configure
 from tasks.duckdb_tasks import DuckDBTask
 
@@ -39,7 +39,9 @@ def duckdb_service_step(settings: Settings) -> type[bootsteps.StartStopStep]:
             # Set for the whole process, before any task runs (README, reads under write load).
             sys.setswitchinterval(settings.worker_switch_interval_ms / 1e3)
             client = redis.Redis.from_url(settings.redis_url)
-            DuckDBTask.attach(DuckDBService(settings, client))
+            service = DuckDBService(settings, client)
+            DuckDBTask.attach(service)
+            read_trace.install(settings.read_trace_file, service)
             epoch = f"{os.getpid()}-{time.time_ns()}"
             client.set(WRITER_EPOCH_KEY, epoch)
             log.info("writer_epoch epoch=%s", epoch)
@@ -93,6 +95,7 @@ def run_worker(settings: Settings) -> None:
         constants.TASK_WRITE_PREDICTIONS,
     ]
     app.conf[thread_pool.WRITE_THREADS_SETTING] = settings.worker_write_threads
+    app.conf[thread_pool.WRITE_NICE_SETTING] = settings.worker_write_nice
     app.worker_main(
         argv=[
             "worker",

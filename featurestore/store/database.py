@@ -104,6 +104,7 @@ class Store:
         *,
         memory: Memory | None = None,
         limits: ReadLimits | None = None,
+        checkpoint_threshold_mib: int | None = None,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -124,6 +125,11 @@ class Store:
             self._con.execute(f"SET GLOBAL threads = {int(threads)}")
         if memory is not None:
             memory.apply(self._con)
+        if checkpoint_threshold_mib:
+            # A checkpoint holds latest reads while it rewrites latest_features (README,
+            # reads under write load).
+            threshold = int(checkpoint_threshold_mib)
+            self._con.execute(f"SET GLOBAL checkpoint_threshold = '{threshold}MiB'")
         self._watchdog = Watchdog()
         self._write_lock = threading.Lock()
         self._local = threading.local()
@@ -146,6 +152,7 @@ class Store:
             settings.duckdb_threads,
             memory=Memory.from_settings(settings),
             limits=ReadLimits.from_settings(settings),
+            checkpoint_threshold_mib=settings.duckdb_checkpoint_threshold_mib,
         )
 
     def cursor(self) -> duckdb.DuckDBPyConnection:

@@ -77,7 +77,9 @@ class DuckDBService:
         self._reads = GroupedReads(
             self.store.read_result, grouping=settings.read_grouping, limits=self.store.limits
         )
-        self.merger = Merger(self.store.cursor, settings.latest_merge_interval_s)
+        self.merger = Merger(
+            self.store.cursor, settings.latest_merge_interval_s, settings.latest_merge_nice
+        )
         self.merger.start()
         # The scrape thread's own session; SampledGauge calls it under its lock, at most
         # every 30 s (duckdb_tables() answers quickly: sizes are kept, not counted; README,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from featurestore.settings import Settings
 from featurestore.store import merger
 from featurestore.store.database import OffsetSpan, Store
 
@@ -148,6 +150,30 @@ def test_merger_thread_catches_up_and_reports_when_merged(store: Store) -> None:
         assert stored(store) == brute_force(store)
     finally:
         table_merger.stop()
+
+
+def test_merger_thread_runs_at_the_niceness_it_is_given(store: Store) -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    table_merger = merger.Merger(store.cursor, interval_s=0.05, nice=4)
+    table_merger.start()
+    try:
+        assert table_merger.wait_merged(timeout=30)
+        tid = table_merger._thread.native_id
+        assert tid is not None
+        assert os.getpriority(os.PRIO_PROCESS, tid) == min(19, base + 4)
+        assert os.getpriority(os.PRIO_PROCESS, 0) == base, "the starter's own is unchanged"
+    finally:
+        table_merger.stop()
+
+
+def test_the_store_checkpoints_at_the_wal_size_its_settings_give(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state", duckdb_checkpoint_threshold_mib=48)
+    store = Store.from_settings(settings)
+    try:
+        query = "SELECT current_setting('checkpoint_threshold')"
+        assert store.cursor().execute(query).fetchall() == [("48.0 MiB",)]
+    finally:
+        store.close()
 
 
 def test_writes_after_the_clock_steps_back_are_still_merged(store: Store) -> None:

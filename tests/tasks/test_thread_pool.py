@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 import weakref
@@ -12,6 +13,7 @@ import pytest
 from celery import Celery
 
 from tasks.thread_pool import (
+    WRITE_NICE_SETTING,
     WRITE_TASKS_SETTING,
     WRITE_THREADS_SETTING,
     LastIdleExecutor,
@@ -120,10 +122,11 @@ def test_shutdown_cancels_waiting_calls_and_refuses_new_ones() -> None:
         pool.submit(pow, 2, 2)
 
 
-def _lane_pool(write_threads: int) -> TaskPool:
+def _lane_pool(write_threads: int, write_nice: int = 0) -> TaskPool:
     app = Celery("lane-test", set_as_current=False)
     app.conf[WRITE_TASKS_SETTING] = ["write"]
     app.conf[WRITE_THREADS_SETTING] = write_threads
+    app.conf[WRITE_NICE_SETTING] = write_nice
     return TaskPool(limit=4, app=app)
 
 
@@ -163,5 +166,24 @@ def test_without_write_threads_writes_share_the_pool() -> None:
     try:
         pool.on_apply(_thread_name, args=("write",), callback=names.append).get(timeout=5)
         assert names[0].startswith("duckdb-pool")
+    finally:
+        pool.on_stop()
+
+
+def _thread_nice(*_: object) -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def test_the_write_lane_threads_run_at_a_lower_priority_than_the_reads() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    pool = _lane_pool(write_threads=1, write_nice=3)
+    nices: dict[str, int] = {}
+    try:
+        for name in ("write", "read"):
+            pool.on_apply(
+                _thread_nice, args=(name,), callback=lambda nice, n=name: nices.update({n: nice})
+            ).get(timeout=5)
+        assert nices == {"write": min(19, base + 3), "read": base}
+        assert os.getpriority(os.PRIO_PROCESS, 0) == base, "the caller's own is unchanged"
     finally:
         pool.on_stop()
