@@ -89,6 +89,32 @@ def latest_catch_up_s(settings: Settings, timeout: float = 900) -> float:
     raise TimeoutError(f"the latest-values table did not catch up within {timeout:.0f}s")
 
 
+BATCH_PROGRAMS = ("duckdb-worker", "bridge")
+
+
+def settle(settings: Settings, idle_cores: float = 0.1, timeout: float = 180) -> float:
+    """Seconds until the stack has digested what came before: the latest-values table
+    caught up, then the DuckDB worker and the bridge each under `idle_cores` of CPU for two
+    seconds in a row. A bulk load's merge and checkpoint, or the prediction log's records of
+    an earlier phase, otherwise land in the next phase's serving figures."""
+    began = time.monotonic()
+    latest_catch_up_s(settings, timeout)
+    processes = [
+        psutil.Process(p.pid) for p in stack.programs(settings) if p.name in BATCH_PROGRAMS
+    ]
+
+    def cpu() -> list[float]:
+        return [sum(p.cpu_times()[:2]) for p in processes]
+
+    quiet = 0
+    while quiet < 2 and time.monotonic() - began < timeout:
+        before = cpu()
+        time.sleep(1.0)
+        busy = any(b - a >= idle_cores for a, b in zip(before, cpu(), strict=True))
+        quiet = 0 if busy else quiet + 1
+    return time.monotonic() - began
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-quantile (0..1) of values, by linear interpolation."""
     if not values:

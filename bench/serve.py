@@ -31,7 +31,7 @@ import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench import ghz
-from bench.common import bench_settings, now, percentile, running_stack
+from bench.common import bench_settings, now, percentile, running_stack, settle
 from bench.load import Call, closed_loop, open_loop, ramp
 from bench.serve_logging import UNLOGGED_MODEL_ID, logging_on_off
 from bench.serve_table import table
@@ -186,6 +186,8 @@ def measure(settings: Settings, credit: data.CreditData, folder: Path) -> dict[s
     for name, values in samples.items():
         out[f"{name}_p50_ms"] = percentile(values, 0.5)
         out[f"{name}_p99_ms"] = percentile(values, 0.99)
+    # The closed loop's 100-entity calls left ~100k records for the log's downstream.
+    out["settle_before_steady_s"] = settle(settings)
     out.update(steady_runs(settings, ghz_client, predict_one, calls["floor"], ids))
     out.update(logging_on_off(settings, stub, ids))
     log.info("bench_ramp_start clients=ghz,python start=%d step=%d", RAMP_START, RAMP_STEP)
@@ -278,8 +280,10 @@ def main() -> None:
     try:
         with running_stack(settings):
             credit = load_features(settings, folder)
+            settled_s = settle(settings)
+            log.info("bench_settled seconds=%.1f", settled_s)
             publish_model(settings, credit, folder)
-            result = measure(settings, credit, folder)
+            result = {**measure(settings, credit, folder), "settle_s": settled_s}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     result = {
