@@ -77,10 +77,16 @@ def _stack_nice(variant: str) -> int:
     return 0
 
 
-def renice_stack(settings: Settings, nice: int, spare: set[int]) -> int:
-    """Set every thread of the stack's processes but Redis and `spare` to `nice`; the count.
+def _stack_policy(variant: str) -> int:
+    return os.SCHED_IDLE if "stackidle" in variant.split("+") else os.SCHED_OTHER
 
-    Linux keeps a niceness per thread, so a running process is reniced thread by thread."""
+
+def renice_stack(
+    settings: Settings, nice: int, spare: set[int], policy: int = os.SCHED_OTHER
+) -> int:
+    """Set every thread of the stack's processes but Redis and `spare` to `nice` (and the
+    scheduling `policy`); the count. Linux keeps both per thread, so a running process is
+    changed thread by thread."""
     state = settings.state_dir.resolve()
     count = 0
     for proc in psutil.process_iter(["pid", "name"]):
@@ -91,6 +97,7 @@ def renice_stack(settings: Settings, nice: int, spare: set[int]) -> int:
             if mine is None or Path(mine).resolve() != state:
                 continue
             for thread in proc.threads():
+                os.sched_setscheduler(thread.id, policy, os.sched_param(0))
                 os.setpriority(os.PRIO_PROCESS, thread.id, nice)
                 count += 1
         except (psutil.Error, OSError):
@@ -216,7 +223,7 @@ def run_variant(
         time.sleep(0.2)
     spare = {os.getpid(), child.pid}
     spare |= {p.pid for p in psutil.Process(child.pid).children(recursive=True)}
-    reniced = renice_stack(settings, _stack_nice(variant), spare)
+    reniced = renice_stack(settings, _stack_nice(variant), spare, _stack_policy(variant))
     rng = random.Random(7)
     requests = [
         pb.PredictRequest(model_id=publish.MODEL_ID, entity_ids=[rng.choice(ids)])

@@ -194,9 +194,9 @@ class Settings(BaseSettings):
     # The niceness of the programs whose work can wait (featurestore.priority: the worker,
     # bridge, model sync, beat, Flower, Kafka, Azurite, Prometheus, Alertmanager, exporters):
     # on shared cores a Predict's thread, woken by its reply, then waits for a core less
-    # often: Predict p99 median 4.5 -> 3.7 ms at 500/s beside the stack in alternating pairs
-    # (README, Serving). 0 keeps every program equal.
-    batch_nice: int = Field(default=10, ge=0, le=19)
+    # often. Not measurable on an idle machine in 12 alternating pairs (README, Serving):
+    # 0, every program equal, until a measurement says otherwise.
+    batch_nice: int = Field(default=0, ge=0, le=19)
 
     # Serving and observability
     grpc_host: str = "[::]"
