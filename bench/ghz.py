@@ -198,6 +198,7 @@ def run(
     concurrency: int,
     timeout_s: float,
     folder: Path,
+    connections: int = 1,
 ) -> GhzRun:
     """`rate` calls a second for `seconds` (open loop), every call's outcome kept."""
     planned = round(rate * seconds)
@@ -208,7 +209,7 @@ def run(
     args = [
         str(ghz), *to.args(), "--call", call, "--data-file", str(data_file),
         "--rps", f"{rate:g}", "--total", str(planned), "--async",
-        "--concurrency", str(concurrency), "--connections", "1",
+        "--concurrency", str(concurrency), "--connections", str(connections),
         "--timeout", f"{timeout_s:g}s",
         "--format", "json", "--output", str(out), to.address,
     ]  # fmt: skip
@@ -245,6 +246,9 @@ class Client:
     folder: Path
     timeout_s: float
     concurrency: int
+    # Each connection lands on one process of the gRPC group (SO_REUSEPORT), as each of
+    # many clients' connections would.
+    connections: int = 1
 
     def predict(self, model_id: str, ids: list[str], rate: float, seconds: float) -> GhzRun:
         """Predict for one entity drawn at random from `ids` per call."""
@@ -261,7 +265,12 @@ class Client:
         return run(self.ghz, self.to, call, {"service": ""}, rate, seconds, **self._common())
 
     def _common(self) -> dict[str, Any]:
-        return {"concurrency": self.concurrency, "timeout_s": self.timeout_s, "folder": self.folder}
+        return {
+            "concurrency": self.concurrency,
+            "timeout_s": self.timeout_s,
+            "folder": self.folder,
+            "connections": self.connections,
+        }
 
     def steady_with_floor(
         self, model_id: str, ids: list[str], rate: float, seconds: float, floor_rate: float

@@ -139,6 +139,7 @@ def measure(settings: Settings, credit: data.CreditData, folder: Path) -> dict[s
         ghz.install(ghz.TOOLS),
         ghz.target(settings, client.address(settings), folder),
         folder, CALL_TIMEOUT_S, THREADS,
+        int(os.environ.get("FSTORE_BENCH_GHZ_CONNECTIONS", "1")),
     )  # fmt: skip
     channel = client_channel(settings, client.address(settings))
     stub = pb_grpc.FeatureStoreStub(channel)

@@ -9,7 +9,9 @@ health Check at 50/s beside it (the floor), the CPU of that process per call, an
 garbage collections' pauses; then, when `--ramp` gives rates, a few seconds at each.
 Variants (`--variants`, comma-separated; parts joined with `+`): `base` (as configured),
 `switch=<ms>` (settings.grpc_switch_interval_ms), `procs=<n>`
-(settings.grpc_processes), `nolog` (no prediction log). The last line of output is one JSON
+(settings.grpc_processes), `nolog` (no prediction log), `unconsumed` (the log into a topic
+no bridge reads), `stacknice=<n>` and `stackidle` (the stack's other programs reniced, or
+under SCHED_IDLE, for the variant). The last line of output is one JSON
 object.
 """
 
@@ -49,6 +51,7 @@ from grpc_server.generated import featurestore_pb2_grpc as pb_grpc
 ENTITIES = 10_000
 RAMP_SECONDS = 4
 PORT_SHIFT = 7  # the variant's gRPC and metrics ports: the stack's plus this
+UNCONSUMED_TOPIC = "predictions-unconsumed"
 
 
 def _variant_env(settings: Settings, variant: str) -> dict[str, str]:
@@ -67,7 +70,20 @@ def _variant_env(settings: Settings, variant: str) -> dict[str, str]:
             env["FSTORE_GRPC_PROCESSES"] = part.split("=", 1)[1]
         elif part == "nolog":
             env["FSTORE_PREDICTION_LOG_ENABLED"] = "false"
+        elif part == "unconsumed":
+            # Logged into a topic the bridge does not read: the gRPC process and Kafka do
+            # their part of the log, the bridge and DuckDB none.
+            env["FSTORE_PREDICTIONS_TOPIC"] = UNCONSUMED_TOPIC
     return env
+
+
+def _create_unconsumed_topic(settings: Settings) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    admin = AdminClient(settings.kafka_client_config())
+    if UNCONSUMED_TOPIC not in admin.list_topics(timeout=10).topics:
+        for future in admin.create_topics([NewTopic(UNCONSUMED_TOPIC, 1, 1)]).values():
+            future.result(30)
 
 
 def _stack_nice(variant: str) -> int:
@@ -244,6 +260,12 @@ def run_variant(
     )
     scraper.start()
     process = psutil.Process(child.pid)
+    redis_client = redis.Redis.from_url(settings.redis_url)
+    redis_before = redis_client.info()
+    redis_client.config_set("latency-monitor-threshold", 1)
+    redis_client.config_set("slowlog-log-slower-than", 1000)
+    redis_client.execute_command("LATENCY", "RESET")  # type: ignore[no-untyped-call]
+    redis_client.slowlog_reset()
     floors: list[Any] = []
     floor_thread = threading.Thread(
         target=lambda: floors.append(open_loop(floor, 50, seconds, 2)), daemon=True
@@ -254,6 +276,21 @@ def run_variant(
     result = open_loop(predict, rate, seconds, 16)
     floor_thread.join()
     cpu = _cpu(process) - cpu_before
+    redis_after = redis_client.info()
+    print(
+        "redis_latency",
+        variant,
+        redis_client.execute_command("LATENCY", "LATEST"),  # type: ignore[no-untyped-call]
+        [(e["duration"], e["command"][:60]) for e in redis_client.slowlog_get(10)],
+        file=sys.stderr,
+        flush=True,
+    )
+    # Redis blocks while it forks (an AOF rewrite) or waits on a slow fsync.
+    redis_stats = {
+        f"redis_{key}": redis_after.get(key, 0) - redis_before.get(key, 0)
+        for key in ("total_forks", "aof_delayed_fsync", "total_commands_processed")
+    }
+    redis_stats["redis_latest_fork_usec"] = redis_after.get("latest_fork_usec", 0)
     steps = {}
     for step in ramp:
         if clients == 1:
@@ -280,6 +317,7 @@ def run_variant(
         **steps,
         "load_average": os.getloadavg()[0],
         "threads_reniced": reniced,
+        **redis_stats,
     }
 
 
@@ -323,6 +361,7 @@ def main() -> None:
                 pa.table({"entity_id": credit.entity_ids, "updates": packed})
             )
             publish_model(settings, credit, folder)
+            _create_unconsumed_topic(settings)
             ids_file = folder / "ids.txt"
             ids_file.write_text("\n".join(credit.entity_ids))
             for _ in range(args.rounds):
