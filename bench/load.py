@@ -20,13 +20,16 @@ log = logging.getLogger("bench.load")
 Call = Callable[[int], object]
 
 
+@dataclass
 class RunFigures:
-    """What every open-loop run reports (the fields its subclasses declare)."""
+    """What every open-loop run reports: latencies (ms), how late each send left against its
+    schedule (ms) and errors by status code; each kind of run adds its own fields."""
 
     rate: float
-    latencies_ms: list[float]
-    late_ms: list[float]
-    errors: Counter[str]
+    planned: int
+    latencies_ms: list[float] = field(default_factory=list)
+    late_ms: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
 
     @property
     def achieved_rps(self) -> float:
@@ -57,14 +60,9 @@ class RunFigures:
 
 @dataclass
 class LoadResult(RunFigures):
-    """Every call of an open-loop run: latencies (ms, send to reply), how late each send
-    left against its schedule (ms), errors by status code, and the rate achieved."""
+    """Every call of an open-loop run from this process (latencies from send to reply),
+    and the run's length."""
 
-    rate: float
-    planned: int
-    latencies_ms: list[float] = field(default_factory=list)
-    late_ms: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
     elapsed_s: float = 0.0
 
     @property
