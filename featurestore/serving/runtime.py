@@ -79,7 +79,7 @@ class LoadedModel:
                 f"model {self.model_id} takes rows of {len(self.features)} features, "
                 f"got shape {rows.shape}"
             )
-        x = self.cast(rows)
+        x = self._cast(rows)
         if not self._may_overflow:
             return self._runner(x.astype(self.input_dtype, copy=False))
         # A finite value past the input type's range (1e300 into float32, or through a tiny
@@ -97,7 +97,7 @@ class LoadedModel:
             raise InputRangeError(self._out_of_range(rows, bad, row_names), bad)
         return self._runner(x)
 
-    def cast(self, rows: np.ndarray) -> np.ndarray:
+    def _cast(self, rows: np.ndarray) -> np.ndarray:
         """Rows with int features rounded and bool features 0/1 (float64); `rows` itself
         when the model has neither."""
         if not (self._ints.size or self._bools.size):
