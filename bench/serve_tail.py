@@ -97,6 +97,14 @@ def _stack_policy(variant: str) -> int:
     return os.SCHED_IDLE if "stackidle" in variant.split("+") else os.SCHED_OTHER
 
 
+def _autogroup(pid: int) -> str | None:
+    """The name of the process's autogroup ("/autogroup-12"), None without one."""
+    try:
+        return Path(f"/proc/{pid}/autogroup").read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def renice_stack(
     settings: Settings, nice: int, spare: set[int], policy: int = os.SCHED_OTHER
 ) -> int:
@@ -105,6 +113,14 @@ def renice_stack(
     changed thread by thread."""
     state = settings.state_dir.resolve()
     count = 0
+    # Linux weighs each session's autogroup as one before the niceness of its threads: a
+    # thread's niceness orders it only within its session. The stack's sessions (the
+    # supervisord group, each detached service) get `nice` too, but not one of `spare`'s.
+    kept = {_autogroup(pid) for pid in spare} | {
+        _autogroup(proc.pid)
+        for proc in psutil.process_iter(["name"])
+        if "redis" in (proc.info["name"] or "")
+    }
     for proc in psutil.process_iter(["pid", "name"]):
         try:
             if proc.pid in spare or "redis" in (proc.info["name"] or ""):
@@ -112,6 +128,9 @@ def renice_stack(
             mine = proc.environ().get("FSTORE_STATE_DIR")
             if mine is None or Path(mine).resolve() != state:
                 continue
+            group = _autogroup(proc.pid)
+            if group is not None and group not in kept:
+                Path(f"/proc/{proc.pid}/autogroup").write_text(f"{nice}\n")
             for thread in proc.threads():
                 os.sched_setscheduler(thread.id, policy, os.sched_param(0))
                 os.setpriority(os.PRIO_PROCESS, thread.id, nice)

@@ -49,3 +49,18 @@ def lower_thread_priority(extra: int) -> int:
     if extra > 0:
         os.setpriority(os.PRIO_PROCESS, tid, nice)
     return nice
+
+
+def lower_session_priority(pid: int, nice: int) -> bool:
+    """Set the niceness of the autogroup of `pid`'s session; False where Linux has none.
+
+    With autogroups (kernel.sched_autogroup_enabled, on by default) Linux shares the CPU
+    between sessions first, and by the threads' niceness only within a session. A service
+    started in a session of its own (services._proc.spawn_detached, as tests and benchmarks
+    start them) is lowered through its session's group; a thread's niceness would not
+    order it against the gRPC server in supervisord's session."""
+    try:
+        Path(f"/proc/{pid}/autogroup").write_text(f"{min(nice, 19)}\n")
+    except OSError:  # no autogroups in this kernel, or the process has ended
+        return False
+    return True

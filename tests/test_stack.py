@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import urllib.request
+from pathlib import Path
 
 import grpc
 import psutil
@@ -12,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from featurestore import cli, priority
 from featurestore import stack as stack_module
+from featurestore.services import ManagedService
 from featurestore.settings import Settings
 from tests.helpers import run_cli, wait_until
 
@@ -105,3 +107,19 @@ def test_batch_programs_run_below_serving(stack: Settings) -> None:
         seen[program.name] = expected
     assert seen["duckdb-worker"] == seen["bridge"] == seen["kafka"] == stack.batch_nice
     assert seen["grpc"] == seen["redis"] == 0
+
+
+def _session_nice(service: ManagedService) -> int:
+    pid = int(service.pid_file.read_text())
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+
+
+def test_detached_batch_services_run_below_serving_across_sessions(
+    settings: Settings, kafka_service: ManagedService, redis_service: ManagedService
+) -> None:
+    # A service started in a session of its own (as tests and benchmarks start them) sits
+    # in an autogroup of its own, which Linux weighs as one against supervisord's before
+    # any thread's niceness counts: the session is lowered, Redis's is not.
+    assert settings.batch_nice > 0
+    assert _session_nice(kafka_service) == settings.batch_nice
+    assert _session_nice(redis_service) == 0

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from featurestore.errors import ServiceError
+from featurestore.priority import lower_session_priority, program_nice
 from featurestore.services import _proc
 from featurestore.settings import Settings
 
@@ -156,6 +157,11 @@ class ManagedService(ABC):
             self.pid_file.write_text(f"{proc.pid}\n")
         else:
             proc = _proc.spawn_detached(self.command(), self.log_file, self.pid_file, self.env())
+            nice = program_nice(self.settings, "service", self.name)
+            if nice and lower_session_priority(proc.pid, nice):
+                log.info(
+                    "service_priority name=%s pid=%d session_nice=%d", self.name, proc.pid, nice
+                )
         _proc.wait_until(
             lambda: self.probe() is not None,
             what=f"{self.name} at {self.address}",
