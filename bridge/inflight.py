@@ -36,7 +36,8 @@ class Sent:
 
 # Hands a batch that failed every attempt to the dead-letter topic; raises when it could not.
 GiveUp = Callable[[Sent, str], None]
-# The writer's current epoch (tasks.worker sets a new one each start), None before any.
+# The writer's current epoch (tasks.worker sets a new one each start) with the Redis run
+# that holds its results, None before any.
 WriterEpoch = Callable[[], str | None]
 
 
@@ -140,9 +141,10 @@ class InFlight:
         return commits
 
     def _resend_if_writer_restarted(self, now: float) -> None:
-        """A restarted writer never answers the task its killed predecessor held, and the
-        commits wait behind that batch: resend every unfinished batch at once (the writer
-        skips what it has already committed)."""
+        """A restarted writer never answers the task its killed predecessor held (nor does
+        one whose result Redis lost by restarting), and the commits wait behind that batch:
+        resend every unfinished batch at once (the writer skips what it has already
+        committed)."""
         if self.writer_epoch is None or now - self._epoch_checked_at < self.epoch_check_s:
             return
         self._epoch_checked_at = now

@@ -24,9 +24,20 @@ def instance_id(settings: Settings) -> str:
 
 
 def writer_epoch(client: redis.Redis) -> str | None:
-    """The DuckDB service worker's current epoch (tasks.worker sets one each start)."""
-    raw = client.get(WRITER_EPOCH_KEY)
-    return raw.decode() if isinstance(raw, bytes) else raw
+    """The DuckDB service worker's current epoch (tasks.worker sets one each start) and the
+    Redis server's run id, None before the worker set one: a change of either means that
+    results of tasks in flight may never come."""
+    # A worker that ran a write while Redis restarted could not store its result, and the
+    # commits waited behind that batch until the 120 s resend (found restarting Redis under
+    # PushFeatures; the epoch key itself survives in the append-only file).
+    pipe = client.pipeline(transaction=False)
+    pipe.get(WRITER_EPOCH_KEY)
+    pipe.info("server")
+    raw, info = pipe.execute()
+    if raw is None:
+        return None
+    epoch = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return f"{epoch}@{info['run_id']}"
 
 
 def run_bridge(settings: Settings) -> None:
