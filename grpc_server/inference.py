@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 
 import grpc
@@ -10,7 +9,7 @@ import numpy as np
 
 import featurestore
 from featurestore.errors import ModelNotFoundError
-from featurestore.serving.prediction_log import PredictionSink
+from featurestore.serving.prediction_log import PredictionSink, request_id_for
 from featurestore.serving.runtime import LoadedModel, ModelCache
 from grpc_server import tensors
 from grpc_server.generated import grpc_predict_v2_pb2 as oip
@@ -111,12 +110,13 @@ class InferenceServicer(oip_grpc.GRPCInferenceServiceServicer):
         self, request: oip.ModelInferRequest, context: grpc.ServicerContext
     ) -> oip.ModelInferResponse:
         """Run the model on the input rows (raw feature values in expected-feature order)."""
+        request_id = request_id_for(request.id)
         model = self._model(request.model_name, request.model_version)
         rows = tensors.decode_rows(request, len(model.features), self.max_rows)
         names = tensors.select_outputs([o.name for o in request.outputs], model.output_names)
         results = model.infer(rows)
         if self.predictions is not None:
-            self.predictions.log_infer(request.id or uuid.uuid4().hex, model, rows, results)
+            self.predictions.log_infer(request_id, model, rows, results)
         response = oip.ModelInferResponse(
             model_name=model.model_id, model_version=model.version, id=request.id
         )

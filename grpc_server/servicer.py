@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
 import grpc
 
 from featurestore.errors import ValidationError
+from featurestore.serving.prediction_log import request_id_for
 from featurestore.serving.service import Serving
 from grpc_server import convert
 from grpc_server.generated import featurestore_pb2 as pb
@@ -56,7 +55,7 @@ class FeatureStoreServicer(pb_grpc.FeatureStoreServicer):
         self, request: pb.PredictRequest, context: grpc.ServicerContext
     ) -> pb.PredictResponse:
         """Model outputs for each entity, with the features used."""
-        request_id = request.request_id or uuid.uuid4().hex
+        request_id = request_id_for(request.request_id)
         result = self.serving.predict(
             request.model_id,
             list(request.entity_ids),

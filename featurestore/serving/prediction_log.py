@@ -23,12 +23,24 @@ from typing import Any, Protocol
 import numpy as np
 
 from featurestore import metrics
+from featurestore.errors import ValidationError
+from featurestore.ingest.prediction_decode import MAX_REQUEST_ID
 from featurestore.ingest.predictions import Output, Record, encode_record
 from featurestore.serving.predict import PredictionResult
 from featurestore.serving.runtime import LoadedModel
 from featurestore.settings import Settings
 
 _EPOCH = dt.datetime(1970, 1, 1)
+
+
+def request_id_for(given: str) -> str:
+    """The id a call is answered and logged under: the caller's, else a new uuid4 hex;
+    ValidationError when the log could not keep it."""
+    # The bridge dead-letters a record with a longer id: the call was answered, its
+    # predictions never reached prediction_log (found sending a 100k-character id).
+    if len(given) > MAX_REQUEST_ID:
+        raise ValidationError(f"request_id is longer than {MAX_REQUEST_ID} characters")
+    return given or uuid.uuid4().hex
 
 
 class PredictionSink(Protocol):
