@@ -46,7 +46,9 @@ def packed_updates(rows: pa.Table) -> pa.Table | None:
         .aggregate([("record", "list")])
     )
     lists = per_entity.column("record_list")
-    if pc.max(pc.list_value_length(lists)).as_py() > MAX_FIELDS_PER_RECORD:
+    # The max of no lists (a batch whose messages were all dead-lettered) is null.
+    widest = pc.max(pc.list_value_length(lists)).as_py()
+    if widest is not None and widest > MAX_FIELDS_PER_RECORD:
         return None
     return pa.table(
         {"entity_id": per_entity.column("entity_id"), "updates": pc.binary_join(lists, "")}

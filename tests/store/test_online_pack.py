@@ -109,3 +109,12 @@ def test_nulls_and_wide_entities_are_left_to_the_sql() -> None:
     )
     assert packed_updates(wide) is None
     assert unpack(by_sql(wide))  # the SQL splits it into records of at most 500 fields
+
+
+def test_a_batch_without_rows_updates_nothing() -> None:
+    # A write batch whose messages were all dead-lettered has no rows: the packing failed
+    # with a TypeError, and the batch was retried and dead-lettered while the stream waited.
+    empty = rows(7, 5, 2, 2).slice(0, 0)
+    updates = packed_updates(empty)
+    assert updates is not None and updates.num_rows == 0
+    assert unpack(updates) == unpack(by_sql(empty)) == {}
