@@ -126,6 +126,10 @@ SELECT pos, entity_id, feature_name, num AS value,
          WHEN raw_ts IS NULL THEN 'event_timestamp is missing'
          WHEN ts IS NULL
            THEN 'event_timestamp ' || to_json(left(raw_ts, 40)) || ' is not ISO-8601'
+         -- DuckDB's timestamps reach far past the bridge's rule (events.timestamp_micros),
+         -- which dead-letters the whole message holding such a row.
+         WHEN ts < TIMESTAMP '0001-01-01' OR ts >= TIMESTAMP '9999-12-31' + INTERVAL 1 DAY
+           THEN 'event_timestamp ' || to_json(left(raw_ts, 40)) || ' is outside years 1-9999 in UTC'
        END AS reason
 FROM (
   SELECT pos, pre_reason, entity_id::VARCHAR AS entity_id,

@@ -145,3 +145,30 @@ def test_messages_too_large_for_the_broker_are_split() -> None:
     assert all(len(p.payload) <= len(message.payload) // 5 for p in parts)
     assert [r for p in parts for r in orjson.loads(p.payload)] == rows
     assert sum(p.rows for p in parts) == 100
+
+
+def test_times_outside_years_1_to_9999_are_rejected_as_the_bridge_does(tmp_path: Path) -> None:
+    # The producer sent year 10000 on; the bridge then dead-lettered the whole message,
+    # its valid rows with it, after the producer had counted them sent.
+    path = tmp_path / "years.csv"
+    path.write_text(
+        "entity_id,feature_name,value,event_timestamp\n"
+        "c1,f,1,2024-01-01T00:00:00Z\n"
+        "c2,f,1,10000-01-01T00:00:00Z\n"
+        "c3,f,1,0001-01-01T00:30:00+01:00\n"
+        "c4,f,1,9999-12-31T23:59:59Z\n"
+        "c5,f,1,0001-01-01T00:00:00Z\n"
+        "c6,f,1,9999-12-31T23:30:00-01:00\n"
+    )
+    rows, rejects = read(path)
+    assert rejects == [
+        'line 3: event_timestamp "10000-01-01T00:00:00Z" is outside years 1-9999 in UTC',
+        'line 4: event_timestamp "0001-01-01T00:30:00+01:00" is outside years 1-9999 in UTC',
+        'line 7: event_timestamp "9999-12-31T23:30:00-01:00" is outside years 1-9999 in UTC',
+    ]
+    assert [r["entity_id"] for r in rows] == ["c1", "c4", "c5"]
+    source = FileSource(path, 100)
+    try:
+        assert sum(len(parse_message(m.payload)) for m in source.messages()) == 3
+    finally:
+        source.close()
