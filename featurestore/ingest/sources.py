@@ -134,7 +134,9 @@ SELECT pos, entity_id, feature_name, num AS value,
 FROM (
   SELECT pos, pre_reason, entity_id::VARCHAR AS entity_id,
          feature_name::VARCHAR AS feature_name,
-         value::VARCHAR AS raw_value, TRY_CAST(value AS DOUBLE) AS num,
+         value::VARCHAR AS raw_value,
+         -- A BOOLEAN column (Parquet) casts to 1.0 and 0.0; booleans are no values.
+         CASE WHEN typeof(value) <> 'BOOLEAN' THEN TRY_CAST(value AS DOUBLE) END AS num,
          event_timestamp::VARCHAR AS raw_ts,
          timezone('UTC', TRY_CAST(event_timestamp AS TIMESTAMPTZ)) AS ts
   FROM long_rows

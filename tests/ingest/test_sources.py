@@ -172,3 +172,22 @@ def test_times_outside_years_1_to_9999_are_rejected_as_the_bridge_does(tmp_path:
         assert sum(len(parse_message(m.payload)) for m in source.messages()) == 3
     finally:
         source.close()
+
+
+def test_boolean_values_of_a_long_parquet_are_rejected(tmp_path: Path) -> None:
+    # Booleans are no values (README, Events): the JSONL and CSV paths refused them, a
+    # long Parquet file's BOOLEAN column went through as 1.0 and 0.0.
+    path = tmp_path / "flags.parquet"
+    duckdb.sql(
+        f"""COPY (SELECT * FROM (VALUES
+              ('c1', 'f', true, TIMESTAMP '2024-05-01 10:00:00'),
+              ('c2', 'f', false, TIMESTAMP '2024-05-01 10:00:00')
+            ) t(entity_id, feature_name, value, event_timestamp))
+            TO '{path}' (FORMAT parquet)"""
+    )
+    rows, rejects = read(path)
+    assert rejects == [
+        'row 1: value "true" is not a number',
+        'row 2: value "false" is not a number',
+    ]
+    assert rows == []
