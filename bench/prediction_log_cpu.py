@@ -15,6 +15,7 @@ Rounds take turns with the stages. Last line: JSON.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import logging
@@ -100,17 +101,19 @@ def serving_side(entities: int, producer: Producer) -> dict[str, float]:
     return figures
 
 
-def downstream(store: Store, messages: list[bytes], start: int) -> dict[str, float]:
-    """CPU seconds per 10k records: bridge (parse, write batch), writer (decode, insert)."""
+def downstream(
+    store: Store, messages: list[bytes], start: int, batch: int = 1000
+) -> dict[str, float]:
+    """CPU seconds per 10k records: bridge (parse, write batch), writer (decode, insert),
+    in write batches of `batch` records."""
     spent = dict.fromkeys(("bridge_parse", "bridge_batch", "writer_decode", "writer_insert"), 0.0)
-    batch = 1000
     for first in range(0, len(messages), batch):
         t0 = time.thread_time()
         rows = PredictionRows()
         for message in messages[first : first + batch]:
             rows.extend(parse_record(message))
         t1 = time.thread_time()
-        offsets = list(range(start + first, start + first + batch))
+        offsets = list(range(start + first, start + min(first + batch, len(messages))))
         payload = rows.encode(offsets)
         t2 = time.thread_time()
         table, arrow_offsets = decode_batch(payload)
@@ -129,6 +132,9 @@ def downstream(store: Store, messages: list[bytes], start: int) -> dict[str, flo
 
 def main() -> None:
     """Run the rounds and print medians; the last line is JSON."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=1000, help="records per write batch")
+    args = parser.parse_args()
     logging.getLogger("bench.kafka").setLevel(logging.CRITICAL)
     producer = Producer(
         {
@@ -155,7 +161,7 @@ def main() -> None:
                 figures = {
                     **serving_side(1, producer),
                     **serving_side(100, producer),
-                    **downstream(store, messages, round_index * len(messages)),
+                    **downstream(store, messages, round_index * len(messages), args.batch),
                 }
                 for key, value in figures.items():
                     samples.setdefault(key, []).append(value)

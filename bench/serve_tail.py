@@ -8,7 +8,8 @@ Prometheus would) per variant: Predict for one entity at a steady rate (open loo
 health Check at 50/s beside it (the floor), the CPU of that process per call, and its
 garbage collections' pauses; then, when `--ramp` gives rates, a few seconds at each.
 Variants (`--variants`, comma-separated; parts joined with `+`): `base` (as configured),
-`switch=<ms>` (settings.grpc_switch_interval_ms), `procs=<n>`
+`switch=<ms>` (settings.grpc_switch_interval_ms), `linger=<ms>`
+(settings.prediction_log_linger_ms), `procs=<n>`
 (settings.grpc_processes), `nolog` (no prediction log), `unconsumed` (the log into a topic
 no bridge reads), `stacknice=<n>` and `stackidle` (the stack's other programs reniced, or
 under SCHED_IDLE, for the variant). The last line of output is one JSON
@@ -41,6 +42,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.common import bench_settings, percentile, running_stack
 from bench.load import open_loop
 from bench.serve import publish_model
+from bench.stage_cpu import stage_cpu
 from demo import data, publish
 from featurestore.logs import setup_logging
 from featurestore.settings import Settings
@@ -52,6 +54,8 @@ ENTITIES = 10_000
 RAMP_SECONDS = 4
 PORT_SHIFT = 7  # the variant's gRPC and metrics ports: the stack's plus this
 UNCONSUMED_TOPIC = "predictions-unconsumed"
+# The stack's programs and servers a log record passes through (bench.stage_cpu's names).
+STAGES = ("bridge", "duckdb-worker", "kafka-broker", "redis-server", "flower")
 
 
 def _variant_env(settings: Settings, variant: str) -> dict[str, str]:
@@ -68,6 +72,8 @@ def _variant_env(settings: Settings, variant: str) -> dict[str, str]:
             env["FSTORE_GRPC_SWITCH_INTERVAL_MS"] = part.split("=", 1)[1]
         elif part.startswith("procs="):
             env["FSTORE_GRPC_PROCESSES"] = part.split("=", 1)[1]
+        elif part.startswith("linger="):
+            env["FSTORE_PREDICTION_LOG_LINGER_MS"] = part.split("=", 1)[1]
         elif part == "nolog":
             env["FSTORE_PREDICTION_LOG_ENABLED"] = "false"
         elif part == "unconsumed":
@@ -180,6 +186,20 @@ def _scrape(url: str, every_s: float, stop: threading.Event) -> None:
             pass
 
 
+def _stage_cpu_per_1k(
+    before: dict[str, float], after: dict[str, float], records: int
+) -> dict[str, float]:
+    """CPU seconds per 1,000 Predicts (one log record each) of the stack's stages that
+    take the log's records downstream, over the steady run: CPU per record moves far less
+    with the machine's load than latency does."""
+    per = 1000 / max(records, 1)
+    return {
+        f"{stage}_cpu_s_per_1k": (after[stage] - before.get(stage, 0.0)) * per
+        for stage in STAGES
+        if stage in after
+    }
+
+
 def _cpu(process: psutil.Process) -> float:
     procs = [process, *process.children(recursive=True)]
     return sum(sum(p.cpu_times()[:2]) for p in procs)
@@ -290,11 +310,13 @@ def run_variant(
         target=lambda: floors.append(open_loop(floor, 50, seconds, 2)), daemon=True
     )
     child.send_signal(signal.SIGUSR1)
+    stages_before = stage_cpu(settings)
     cpu_before = _cpu(process)
     floor_thread.start()
     result = open_loop(predict, rate, seconds, 16)
     floor_thread.join()
     cpu = _cpu(process) - cpu_before
+    stages = _stage_cpu_per_1k(stages_before, stage_cpu(settings), len(result.latencies_ms))
     redis_after = redis_client.info()
     print(
         "redis_latency",
@@ -332,6 +354,7 @@ def run_variant(
         **result.summary("predict"),
         **{k: v for k, v in floors[0].summary("floor").items() if "p50" in k or "p99" in k},
         "server_cpu_ms_per_call": cpu * 1000 / max(calls, 1),
+        **stages,
         **gc_stats,
         **steps,
         "load_average": os.getloadavg()[0],
@@ -402,8 +425,9 @@ def main() -> None:
     summary: dict[str, Any] = {}
     for variant in args.variants.split(","):
         mine = [r for r in rows if r["variant"] == variant]
-        for key in ("predict_p50_ms", "predict_p99_ms", "floor_p99_ms", "server_cpu_ms_per_call"):
-            summary[f"{variant}:{key}"] = [_round(r[key]) for r in mine]
+        keys = ["predict_p50_ms", "predict_p99_ms", "floor_p99_ms", "server_cpu_ms_per_call"]
+        for key in keys + [f"{stage}_cpu_s_per_1k" for stage in STAGES]:
+            summary[f"{variant}:{key}"] = [_round(r.get(key)) for r in mine]
         summary[f"{variant}:predict_p99_ms_median"] = _round(
             percentile([r["predict_p99_ms"] for r in mine], 0.5)
         )
