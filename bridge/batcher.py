@@ -121,15 +121,21 @@ class PendingBatch:
 
 
 class Batcher:
-    """One open batch per partition; a batch closes at max_rows or after max_wait_s.
-    A topic's rows are of its kind in `kinds`, feature events when not named there."""
+    """One open batch per partition; a batch closes at max_rows or after max_wait_s (a
+    topic's own wait in `waits` when named there). A topic's rows are of its kind in
+    `kinds`, feature events when not named there."""
 
     def __init__(
-        self, max_rows: int, max_wait_s: float, kinds: Mapping[str, BatchKind] | None = None
+        self,
+        max_rows: int,
+        max_wait_s: float,
+        kinds: Mapping[str, BatchKind] | None = None,
+        waits: Mapping[str, float] | None = None,
     ) -> None:
         self.max_rows = max_rows
         self.max_wait_s = max_wait_s
         self.kinds = dict(kinds or {})
+        self.waits = dict(waits or {})
         self._open: dict[tuple[str, int], PendingBatch] = {}
         self._full: list[PendingBatch] = []
 
@@ -168,7 +174,9 @@ class Batcher:
         expired = [
             key
             for key, p in self._open.items()
-            if flush or (idle and p.kind.eager) or now - p.started >= self.max_wait_s
+            if flush
+            or (idle and p.kind.eager)
+            or now - p.started >= self.waits.get(key[0], self.max_wait_s)
         ]
         return ready + [self._open.pop(key) for key in expired]
 

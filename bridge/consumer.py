@@ -74,7 +74,12 @@ class Bridge:
         self.app = app
         self.stop = stop
         self.kinds = {settings.features_topic: FEATURES, settings.predictions_topic: PREDICTIONS}
-        self.batcher = Batcher(settings.batch_max_rows, settings.batch_max_wait_s, self.kinds)
+        self.batcher = Batcher(
+            settings.batch_max_rows,
+            settings.batch_max_wait_s,
+            self.kinds,
+            {settings.predictions_topic: settings.prediction_batch_max_wait_s},
+        )
         self.consumer = Consumer(
             {
                 **settings.kafka_client_config(),

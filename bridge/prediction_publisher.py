@@ -82,7 +82,7 @@ class KafkaPredictionLog:
                 **self.settings.kafka_client_config(),
                 # A retry inside librdkafka (broker restart, lost ack) never writes twice.
                 "enable.idempotence": True,
-                "linger.ms": 20,
+                "linger.ms": self.settings.prediction_log_linger_ms,
                 "compression.type": "lz4",
                 # The producer's queue is bounded like the buffer; past it, records wait
                 # in the buffer, which drops its oldest calls.

@@ -116,6 +116,10 @@ class Settings(BaseSettings):
     # Threads of the worker's write lane: write tasks run on these only (0: on the pool's
     # threads with the reads); a lower read p99 under ingest (README, reads under write load).
     worker_write_threads: int = Field(default=2, ge=0)
+    # Threads of the worker's read lane (tasks.read_lane): read batches go to a Redis list
+    # that these take and run themselves, not through Celery's consumer and pool (0: reads
+    # are Celery tasks; README, reads under write load).
+    read_lane_threads: int = Field(default=4, ge=0, le=64)
     # OS niceness added to the latest-values merger's thread and to the write lane's threads
     # (Linux sets it per thread), so that background work yields a contended core to reads;
     # 0: no gain measured, a merge's checkpoint holds reads whatever its priority (README,
@@ -143,6 +147,10 @@ class Settings(BaseSettings):
     # Bridge batching
     batch_max_rows: int = 10_000
     batch_max_wait_s: float = 0.5
+    # The predictions topic's batches: nobody waits for a logged prediction's row, and each
+    # batch is a write task and a DuckDB transaction of ~7 ms CPU before its rows (README,
+    # Prediction log: 2 s against 0.5 s cut the worker's CPU per record).
+    prediction_batch_max_wait_s: float = Field(default=2.0, gt=0)
     max_batches_in_flight: int = 32
     max_message_bytes: int = 900_000
     batch_resend_after_s: float = 120.0
@@ -190,6 +198,10 @@ class Settings(BaseSettings):
     prediction_log_buffer: int = Field(default=10_000, ge=1)
     # A record Kafka has not confirmed within this is dropped (and counted), never resent.
     prediction_log_delivery_timeout_s: float = 120.0
+    # How long the gRPC process's producer gathers records before a produce request: each
+    # request wakes the broker and, through its fetch, the bridge; 250 against 20 cut the
+    # broker's CPU per record ~3x and the gRPC process's per call (README, Prediction log).
+    prediction_log_linger_ms: int = Field(default=250, ge=0)
 
     # The niceness of the programs whose work can wait (featurestore.priority: the worker,
     # bridge, model sync, beat, Flower, Kafka, Azurite, Prometheus, Alertmanager, exporters):

@@ -117,3 +117,20 @@ def test_prediction_records_are_json_only() -> None:
         PREDICTIONS.parse(b"ARROW1", "application/vnd.apache.arrow.stream")
     with pytest.raises(ValidationError, match="empty message"):
         PREDICTIONS.parse(b"", "application/json")
+
+
+def test_prediction_batches_wait_their_own_time() -> None:
+    batcher = Batcher(
+        max_rows=1000,
+        max_wait_s=0.5,
+        kinds={"predictions": PREDICTIONS},
+        waits={"predictions": 2.0},
+    )
+    batcher.add("predictions", 0, 3, PREDICTIONS.parse(prediction_record(), None))
+    batcher.add("features", 0, 9, parse_message(events(1)))
+    opened = batcher._open[("predictions", 0)].started
+    [features] = batcher.due(now=opened + 1.0)
+    assert features.topic == "features"
+    assert batcher.due(now=opened + 1.9) == []
+    [late] = batcher.due(now=opened + 2.0)
+    assert (late.topic, late.span.first_offset, len(late.columns)) == ("predictions", 3, 1)
