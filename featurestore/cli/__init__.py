@@ -227,6 +227,9 @@ def cmd_training_set(settings: Settings, args: argparse.Namespace) -> int:
         f"training set: {report['rows']} rows x {report['features']} features in "
         f"{report['seconds']:.1f}s -> {report['output_path']}"
     )
+    if report.get("features_without_values"):
+        names = ", ".join(repr(name) for name in report["features_without_values"])
+        print(f"warning: no row has a value of {names} (is the name right?)", file=sys.stderr)
     return 0
 
 

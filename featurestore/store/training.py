@@ -47,6 +47,8 @@ class TrainingReport:
     features: int
     seconds: float
     output_path: str
+    # Asked for, but no spine row found a value: a name mistyped, or not ingested yet.
+    features_without_values: list[str] = field(default_factory=list)
 
 
 def _spine_scan(path: Path) -> str:
@@ -78,6 +80,8 @@ def build(
     began = time.monotonic()
     if not request.features:
         raise ValidationError("name at least one feature")
+    if not all(request.features):
+        raise ValidationError(f"a feature name is empty: {request.features}")
     if len(set(request.features)) != len(request.features):
         raise ValidationError(f"a feature is named twice: {request.features}")
     unknown_ages = set(request.max_age) - set(request.features)
@@ -113,8 +117,15 @@ def build(
     finally:
         cur.unregister("training_found")
     rows = spine.num_rows
+    without = [
+        name
+        for k, name in enumerate(request.features)
+        if rows and found.column(f"v{k}").null_count == found.num_rows
+    ]
     progress(total, total)
-    report = TrainingReport(rows, len(request.features), time.monotonic() - began, str(output))
+    report = TrainingReport(
+        rows, len(request.features), time.monotonic() - began, str(output), without
+    )
     log.info(
         "training_set rows=%d features=%d seconds=%.1f output=%s",
         report.rows,
