@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -307,7 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     if nice:
         log.info("program_priority command=%s nice=%d", args.command, lower_priority(nice))
     try:
-        return int(args.handler(settings, args))
+        code = int(args.handler(settings, args))
+        sys.stdout.flush()  # output still buffered meets a reader gone here
+    except BrokenPipeError:
+        # The reader has gone (`fstore query ... | head`): end quietly, as Unix tools do,
+        # with the status a shell gives one ended by SIGPIPE; stdout to /dev/null so that
+        # the interpreter's last flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except FeatureStoreError as exc:
         # A program's log keeps the event line; a person reads the plain line below, which
         # the event line only repeated, timestamped, above it.
@@ -315,3 +324,4 @@ def main(argv: list[str] | None = None) -> int:
         log.log(level, "command_failed command=%s error=%s", args.command, quoted(exc))
         print(f"fstore {args.command}: {exc}", file=sys.stderr)
         return 2
+    return code
