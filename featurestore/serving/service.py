@@ -49,13 +49,18 @@ def check_entity_ids(entity_ids: Sequence[str], field: str, max_entities: int) -
         raise ValidationError(f"{field} must not be empty")
     if len(entity_ids) > max_entities:
         raise LimitError(f"{len(entity_ids)} entities asked for; at most {max_entities} per call")
-    for index, entity_id in enumerate(entity_ids):
+    check_names(entity_ids, field)
+
+
+def check_names(names: Sequence[str], field: str) -> None:
+    """ValidationError naming the first name no event may carry (the ingest rules)."""
+    for index, name in enumerate(names):
         where = field if field == "entity_id" else f"{field}[{index}]"
-        if not entity_id:
+        if not name:
             raise ValidationError(f"{where} must not be empty")
-        if len(entity_id) > MAX_NAME_LENGTH:
+        if len(name) > MAX_NAME_LENGTH:
             raise ValidationError(f"{where} is longer than {MAX_NAME_LENGTH} characters")
-        if CONTROL_CHARACTERS.search(entity_id):
+        if CONTROL_CHARACTERS.search(name):
             raise ValidationError(f"{where} contains control characters")
 
 
@@ -87,6 +92,8 @@ class Serving:
         """Latest values of the named features of every entity, in request order, read in one
         Redis round trip (every feature of each entity when none is named)."""
         check_entity_ids(entity_ids, field, self.max_entities)
+        # Such a name was answered as an absent feature (an empty one from "a,b,".split).
+        check_names(feature_names, "feature_names")
         ids, names = list(entity_ids), list(feature_names)
         if names:
             # One round trip for many entities, parsed into arrays at once (OnlineStore.fields).

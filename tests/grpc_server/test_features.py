@@ -114,8 +114,31 @@ def test_single_entity_callers_get_the_original_fields(
             pb.GetOnlineFeaturesRequest(entity_ids=[f"e{i}" for i in range(6)]),
             "6 entities asked for; at most 5 per call",
         ),
+        # No event can carry these names: they were answered as absent features.
+        (
+            pb.GetOnlineFeaturesRequest(entity_ids=["a"], feature_names=["age_years", ""]),
+            "feature_names[1] must not be empty",
+        ),
+        (
+            pb.GetOnlineFeaturesRequest(entity_ids=["a"], feature_names=["f\x00"]),
+            "feature_names[0] contains control characters",
+        ),
+        (
+            pb.GetOnlineFeaturesRequest(entity_id="a", feature_names=["n" * 257]),
+            "feature_names[0] is longer than 256 characters",
+        ),
     ],
-    ids=["empty", "both", "empty-in-list", "control", "too-long", "over-limit"],
+    ids=[
+        "empty",
+        "both",
+        "empty-in-list",
+        "control",
+        "too-long",
+        "over-limit",
+        "empty-feature",
+        "control-feature",
+        "too-long-feature",
+    ],
 )
 def test_bad_requests_are_invalid_argument_with_the_reason(
     server: Running, request_: pb.GetOnlineFeaturesRequest, message: str
