@@ -297,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument(
         "--strict", action="store_true", help="send nothing when any row is rejected"
     )
+    # `fstore CMD --help` showed only the usage: each says what `fstore --help` lists.
+    for listed in sub._choices_actions:
+        command = sub.choices[listed.dest]
+        command.description = command.description or listed.help
     return parser
 
 
