@@ -153,6 +153,7 @@ class FileSource:
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
         scan, self.position_name = _scan(path)
+        self.wide = False  # one column per feature (set by _long_view)
         if SUFFIXES[path.suffix.lower()] == "jsonl":
             self.con.execute(f"CREATE TEMP VIEW raw_rows AS {scan}")
             self.con.execute(f"CREATE TEMP VIEW source AS {_jsonl_columns()}")
@@ -180,6 +181,7 @@ class FileSource:
                 f"({', '.join(FIELDS)}) nor the wide format (entity_id, event_timestamp, "
                 "one column per feature)"
             )
+        self.wide = True
         keep = "pos, pre_reason, entity_id, event_timestamp"
         casts = ", ".join(
             f"CAST({sql.identifier(c)} AS VARCHAR) AS {sql.identifier(c)}" for c in features
@@ -201,10 +203,20 @@ class FileSource:
         return int(row[0]), int(row[1])
 
     def rejects(self) -> Iterator[Reject]:
-        """Every rejected row, in file order."""
-        cur = self.con.execute(
-            "SELECT pos, reason FROM checked WHERE reason IS NOT NULL ORDER BY pos"
-        )
+        """Every rejected row, in file order (a wide row's once per reason, a bad value
+        with its column)."""
+        if self.wide:
+            # Each cell of a wide row is an event: a row without its entity was reported
+            # once per feature column, and a value without the column that held it.
+            query = """
+                SELECT pos, CASE WHEN starts_with(reason, 'value')
+                                 THEN 'column ' || to_json(feature_name) || ': ' || reason
+                                 ELSE reason END AS said
+                FROM checked WHERE reason IS NOT NULL GROUP BY pos, said ORDER BY pos, said
+            """
+        else:
+            query = "SELECT pos, reason FROM checked WHERE reason IS NOT NULL ORDER BY pos"
+        cur = self.con.execute(query)
         while chunk := cur.fetchmany(10_000):
             for pos, reason in chunk:
                 yield Reject(self.path, f"{self.position_name} {pos}", str(reason))

@@ -191,3 +191,23 @@ def test_boolean_values_of_a_long_parquet_are_rejected(tmp_path: Path) -> None:
         'row 2: value "false" is not a number',
     ]
     assert rows == []
+
+
+def test_wide_rejects_name_the_column_and_say_a_row_once(tmp_path: Path) -> None:
+    # Each cell of a wide row is an event: a row without its entity said so once per
+    # feature column, and a bad value did not say which column held it.
+    path = tmp_path / "wide.csv"
+    path.write_text(
+        "entity_id,event_timestamp,age_years,income\n"
+        "c1,2024-05-01T10:00:00Z,41,x\n"
+        ",2024-05-01T10:00:00Z,30,5\n"
+        "c3,2024-05-01T10:00:00Z,true,nan\n"
+    )
+    rows, rejects = read(path)
+    assert rejects == [
+        'line 2: column "income": value "x" is not a number',
+        "line 3: entity_id is missing",
+        'line 4: column "age_years": value "true" is not a number',
+        'line 4: column "income": value must be finite, got nan',
+    ]
+    assert [(r["entity_id"], r["feature_name"]) for r in rows] == [("c1", "age_years")]
