@@ -29,11 +29,14 @@ def timestamp(value: dt.datetime) -> Timestamp:
 
 def _iso(stamp: Timestamp) -> str:
     """A Timestamp as the producer's ISO-8601 text (microseconds; nanoseconds dropped)."""
+    if not 0 <= stamp.nanos <= 999_999_999:
+        return f"{stamp.seconds} s and {stamp.nanos} ns after 1970 (nanos must be 0-999999999)"
     try:
         return stamp.ToDatetime().isoformat(timespec="microseconds") + "Z"
     except (ValueError, OverflowError):
-        # Outside 0001-9999: the event check then reports the text as not ISO-8601.
-        return f"{stamp.seconds}s"
+        # The event check then reports this text as not ISO-8601; it names what was sent
+        # (the bare "253402300800s" said nothing of a range).
+        return f"{stamp.seconds} s after 1970 (outside years 1-9999)"
 
 
 # From this many feature values on, a response is encoded in one numpy pass (see wire);
