@@ -116,7 +116,7 @@ def logging_on_off(
                 - out[f"predict_unlogged{suffix}_{label}_ms"]
             )
             out[f"predict_logging_added{suffix}_{label}_ci95_ms"] = _interval(arms, q)
-    # Until DuckDB holds what Kafka confirmed (the bridge writes every half second).
+    # Until DuckDB holds what Kafka confirmed (the bridge writes prediction batches 2 s old).
     deadline = time.monotonic() + 120
     while True:
         records, rows = log_records(settings), logged_rows(settings)
