@@ -210,18 +210,11 @@ def reads_under_ingest(
     ping = redis.Redis.from_url(settings.redis_url)
     read_queue = app.amqp.router.route({}, constants.TASK_READ_MANY)["queue"]
     as_tasks = CeleryTaskReader(Coalescer(app, read_queue, lane=False))
-    via_listener = CeleryTaskReader(Coalescer(app, read_queue, lane=True, direct_reply=False))
     calls: dict[str, Callable[[int], object]] = {
         "read": lambda i: latest_features(CeleryReader(app), entity(i)),
-        # The same read as a Celery task message, and by the lane but answered through the
-        # result listener's thread, when reads go by the worker's read lane.
+        # The same read as a Celery task message, when reads go by the worker's read lane.
         **(
             {"read_as_task": lambda i: latest_features(as_tasks, entity(i))}
-            if settings.read_lane_threads > 0
-            else {}
-        ),
-        **(
-            {"read_listener": lambda i: latest_features(via_listener, entity(i))}
             if settings.read_lane_threads > 0
             else {}
         ),
@@ -279,11 +272,6 @@ def reads_under_ingest(
             f"read_as_task_under_ingest_{name}_ms": percentile(by_kind["read_as_task"], q)
             for name, q in (("p50", 0.5), ("p99", 0.99))
             if "read_as_task" in by_kind
-        },
-        **{
-            f"read_listener_under_ingest_{name}_ms": percentile(by_kind["read_listener"], q)
-            for name, q in (("p50", 0.5), ("p99", 0.99))
-            if "read_listener" in by_kind
         },
         "select1_under_ingest_p50_ms": percentile(by_kind["select1"], 0.5),
         "select1_under_ingest_p99_ms": percentile(by_kind["select1"], 0.99),

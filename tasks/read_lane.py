@@ -5,10 +5,8 @@ A read_many task through Celery waits for the worker's consumer thread (one even
 also takes every write message), is handed to a pool thread, and goes through Celery's
 tracer before its result is stored. Here the thread blocked on BRPOP is the one that runs
 the read and stores its result, in the Celery result backend's format and channel, so the
-client's result listener takes it as any other (README, reads under write load). A lone
-read's result is also pushed onto a reply list named in its message, on which its caller's
-thread waits (tasks.client.coalescer), sparing it the hand-over from the listener's thread.
-A batch taken by a worker that is then killed is lost, as a Celery message is without ack
+client's result listener takes it as any other (README, reads under write load). A batch
+taken by a worker that is then killed is lost, as a Celery message is without ack
 emulation (tasks.app): its callers time out.
 """
 
@@ -93,7 +91,7 @@ class ReadLane:
 
     def _serve(self, message: bytes) -> None:
         try:
-            task_id, requests, *reply = msgpack.unpackb(message, raw=False)
+            task_id, requests = msgpack.unpackb(message, raw=False)
         except Exception:  # a message nobody can answer; its callers time out
             metrics.FAILURES.labels("duckdb_worker", "read_lane_decode").inc()
             log.exception("read_lane_bad_message bytes=%d", len(message))
@@ -102,6 +100,7 @@ class ReadLane:
         if trace is not None:
             trace.received(request=SimpleNamespace(id=task_id, name=constants.TASK_READ_MANY))
             trace.started(task_id=task_id)
+        backend = self._app.backend
         try:
             result: Any = self._service.read_many(requests)
             state = states.SUCCESS
@@ -109,33 +108,10 @@ class ReadLane:
             log.exception("read_lane_failed task_id=%s", task_id)
             result, state = exc, states.FAILURE
         try:
-            self._store(task_id, result, state, reply[0] if reply else None)
+            backend.store_result(task_id, result, state, request=_REQUEST)
         except Exception:  # its callers time out; the lane goes on
             metrics.FAILURES.labels("duckdb_worker", "read_lane_store").inc()
             log.exception("read_lane_store_failed task_id=%s", task_id)
             return
         if trace is not None:
             trace.stored(sender=SimpleNamespace(request=SimpleNamespace(id=task_id)))
-
-    def _store(self, task_id: str, result: Any, state: str, reply: str | None) -> None:
-        backend = self._app.backend
-        if reply is None:
-            backend.store_result(task_id, result, state, request=_REQUEST)
-            return
-        # The caller waits on its reply list: pushed first, then stored and published as
-        # Celery's backend does, in one round trip.
-        meta = backend._get_result_meta(
-            result=backend.encode_result(result, state),
-            state=state,
-            traceback=None,
-            request=_REQUEST,
-        )
-        meta["task_id"] = task_id
-        value = backend.encode(meta)
-        expires = int(backend.expires or 300)
-        with backend.client.pipeline(transaction=False) as pipe:
-            pipe.rpush(reply, value)
-            pipe.expire(reply, expires)
-            pipe.setex(backend.get_key_for_task(task_id), expires, value)
-            pipe.publish(backend.get_key_for_task(task_id), value)
-            pipe.execute()

@@ -54,11 +54,6 @@ def lane_key(read_queue: str) -> str:
     return f"{read_queue}.lane"
 
 
-def reply_key(task_id: str) -> str:
-    """The Redis list a lone read's result is pushed onto for its caller (tasks.read_lane)."""
-    return f"{task_id}.reply"
-
-
 # The errors a read's outcome can name; any other name comes back as a QueryError.
 _ERRORS: dict[str, type[FeatureStoreError]] = {
     error.__name__: error
@@ -111,9 +106,7 @@ def outcome_to_result(outcome: Any) -> bytes:
 class Coalescer:
     """Groups the reads waiting in this process into read_many tasks."""
 
-    def __init__(
-        self, app: Celery, read_queue: Queue, lane: bool = False, direct_reply: bool = True
-    ) -> None:
+    def __init__(self, app: Celery, read_queue: Queue, lane: bool = False) -> None:
         self.app = app
         self.read_queue = read_queue
         # The worker's read lane, when it runs one: one LPUSH of a compact message, taken by
@@ -122,9 +115,6 @@ class Coalescer:
             redis.Redis.from_url(app.conf.broker_url, max_connections=64) if lane else None
         )
         self._lane_key = lane_key(read_queue.name)
-        # A lone read sent by the lane waits for its result in its caller's thread, on a
-        # list of its own, rather than for the result listener's thread to hand it over.
-        self._direct_reply = lane and direct_reply
         self._pending: queue.SimpleQueue[_Read] = queue.SimpleQueue()
         self._in_flight: dict[str, _Batch] = {}
         self._slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
@@ -134,7 +124,7 @@ class Coalescer:
 
     def submit(self, sql: str, params: Any, timeout: float) -> Future[bytes]:
         """Queue one read; its future gets the result's bytes (featurestore.reads.result_format) or
-        its error. A lone read sent to the read lane is answered before this returns."""
+        its error."""
         read = _Read(sql, params, timeout)
         # When nothing is in flight, the read leaves from the caller's own thread: waking the
         # dispatcher costs a lone read more than a batch would save.
@@ -151,9 +141,7 @@ class Coalescer:
 
     def _send_now(self, read: _Read) -> None:
         if self._lane is not None:
-            task_id = self._send(None, [read], holds_slot=True, reply=self._direct_reply)
-            if task_id is not None and self._direct_reply:
-                self._await_reply(task_id, read)
+            self._send(None, [read], holds_slot=True)
             return
         try:
             producers = self.app.producer_pool.acquire(block=True, timeout=read.timeout)
@@ -200,15 +188,12 @@ class Coalescer:
                 break
         self._send(producer, batch, holds_slot)
 
-    def _send(
-        self, producer: Any, reads: list[_Read], holds_slot: bool, reply: bool = False
-    ) -> str | None:
-        """Send a batch; its task id once sent (None: nothing sent)."""
+    def _send(self, producer: Any, reads: list[_Read], holds_slot: bool) -> None:
         reads = [r for r in reads if not r.future.cancelled()]  # callers that gave up
         if not reads:
             if holds_slot:
                 self._slots.release()
-            return None
+            return
         timeout = max(r.timeout for r in reads)
         self._results.wait_ready(timeout)
         task_id = self._results.new_task_id()
@@ -217,14 +202,14 @@ class Coalescer:
         try:
             if self._lane is not None:
                 # msgpack as kombu packs Celery's task messages: the same parameters pass.
-                message: list[Any] = [task_id, [(r.sql, r.params, r.deadline) for r in reads]]
-                if reply:
-                    message.append(reply_key(task_id))
-                self._lane.lpush(self._lane_key, msgpack.packb(message, use_bin_type=True))
-                return task_id
+                body = msgpack.packb(
+                    [task_id, [(r.sql, r.params, r.deadline) for r in reads]], use_bin_type=True
+                )
+                self._lane.lpush(self._lane_key, body)
+                return
             # A short argsrepr (what Flower and logs show) spares Celery a safe repr of every
             # statement and parameter of the batch (README, Benchmarks: read path).
-            task = self.app.amqp.create_task_message(
+            message = self.app.amqp.create_task_message(
                 task_id,
                 constants.TASK_READ_MANY,
                 ([(r.sql, r.params, r.deadline) for r in reads],),
@@ -233,25 +218,10 @@ class Coalescer:
                 kwargsrepr="{}",
             )
             self.app.amqp.send_task_message(
-                producer, constants.TASK_READ_MANY, task, queue=self.read_queue
+                producer, constants.TASK_READ_MANY, message, queue=self.read_queue
             )
         except Exception as exc:  # noqa: BLE001 - each caller gets the broker's error
             self._fail(task_id, exc)
-            return None
-        return task_id
-
-    def _await_reply(self, task_id: str, read: _Read) -> None:
-        # The listener delivers it too (the lane publishes as well): whichever comes first
-        # finishes the batch, the other finds nothing in flight.
-        if self._lane is None:
-            return
-        wait = read.deadline - time.time()
-        try:
-            item: Any = self._lane.blpop([reply_key(task_id)], timeout=max(wait, 0.001))
-        except redis.RedisError:
-            return  # the listener's delivery, or the caller's timeout
-        if item is not None:
-            self._results.deliver(item[1])
 
     def _on_result(self, task_id: str, meta: dict[str, Any]) -> None:
         if meta["status"] != states.SUCCESS:

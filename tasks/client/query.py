@@ -7,7 +7,6 @@ maps rows into the caller's type.
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TypeVar
 
@@ -39,11 +38,9 @@ def query(
 
 
 def _result(app: Celery, sql: str, params: Params, timeout: float) -> bytes:
-    began = time.monotonic()
-    # A lone read by the read lane may have waited for its result inside submit.
     future = coalescer(app).submit(sql, params, timeout)
     try:
-        return future.result(timeout=max(0.0, timeout - (time.monotonic() - began)))
+        return future.result(timeout=timeout)
     except FutureTimeout:
         future.cancel()  # its batch may give up its slot, see tasks.client.coalescer
         raise QueryTimeoutError(

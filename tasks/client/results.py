@@ -104,10 +104,6 @@ class ResultListener:
             elif message["type"] == "pmessage":
                 self._deliver(message["data"])
 
-    def deliver(self, payload: bytes) -> None:
-        """Hand over a result received another way (a lone read's own reply list)."""
-        self._deliver(payload)
-
     def _deliver(self, payload: bytes) -> None:
         try:
             meta = self.app.backend.decode_result(payload)

@@ -44,11 +44,8 @@ class _Recording(Coalescer):
         self._pending: queue.SimpleQueue[_Read] = queue.SimpleQueue()
         self.sent: list[tuple[list[_Read], bool]] = []
 
-    def _send(
-        self, producer: Any, reads: list[_Read], holds_slot: bool, reply: bool = False
-    ) -> str | None:
+    def _send(self, producer: Any, reads: list[_Read], holds_slot: bool) -> None:
         self.sent.append((reads, holds_slot))
-        return None
 
 
 def test_batches_nobody_waits_for_free_their_slots_for_the_next_read() -> None:

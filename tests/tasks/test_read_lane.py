@@ -48,9 +48,9 @@ def lane_app(settings: Settings, redis_service: ManagedService) -> Iterator[Cele
     yield app
 
 
-def coalescer_of(app: Celery, lane: bool, direct_reply: bool = True) -> Coalescer:
+def coalescer_of(app: Celery, lane: bool) -> Coalescer:
     queue = app.amqp.router.route({}, constants.TASK_READ_MANY)["queue"]
-    return Coalescer(app, queue, lane=lane, direct_reply=direct_reply)
+    return Coalescer(app, queue, lane=lane)
 
 
 def test_reads_go_by_the_lane_and_come_back_through_the_result_backend(
@@ -74,29 +74,6 @@ def test_reads_go_by_the_lane_and_come_back_through_the_result_backend(
     assert isinstance(deadline, float)
     assert service.threads <= {"read-lane-0", "read-lane-1"}, service.threads
     assert redis.Redis.from_url(settings.redis_url).llen(lane_key(settings.read_queue)) == 0
-
-
-def test_a_lone_read_takes_its_result_from_its_own_reply_list(
-    lane_app: Celery, settings: Settings
-) -> None:
-    service = Service()
-    lane = ReadLane(lane_app, settings.redis_url, settings.read_queue, service, threads=1)
-    lane.start()
-    try:
-        client = coalescer_of(lane_app, lane=True)
-        assert client._results.wait_ready(10)
-        future = client.submit("alone", None, 10.0)
-        # Sent and answered in the caller's thread: done when submit returns.
-        assert future.done()
-        assert future.result(timeout=0) == b"alone"
-        with pytest.raises(QueryError, match="no such table"):
-            client.submit("bad", None, 10.0).result(timeout=10)
-    finally:
-        lane.stop()
-    broker = redis.Redis.from_url(settings.redis_url)
-    assert list(broker.scan_iter(match=f"{client._results.prefix}*.reply")) == [], (
-        "each reply list is taken by its caller"
-    )
 
 
 def test_a_batch_the_service_fails_fails_each_caller_and_the_lane_goes_on(
