@@ -28,12 +28,9 @@ from bench.read_steps import read_steps
 from bridge.producer import producer_config
 from featurestore import constants, stack
 from featurestore.ingest.sources import FileSource
-from featurestore.reads import result_format
 from featurestore.reads.features import latest_features
-from featurestore.reads.reader import Params, map_rows
 from featurestore.settings import Settings
 from tasks.app import configure
-from tasks.client.coalescer import Coalescer
 from tasks.client.query import CeleryReader, query_table
 
 log = logging.getLogger("bench.read")
@@ -45,21 +42,6 @@ WORKER = "duckdb-worker"
 _STEP_LINE = re.compile(
     r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*?\b(write_batch|latest_merge) .*\bms=([\d.]+)"
 )
-
-
-class CeleryTaskReader(CeleryReader):
-    """Reads sent as Celery task messages whatever the settings say (the read lane's other
-    way, taken in turn with it in one run)."""
-
-    def __init__(self, coalescer: Coalescer, timeout: float = 30.0) -> None:
-        super().__init__(coalescer.app, timeout)
-        self._coalescer = coalescer
-
-    def query(self, sql: str, params: Params, into: Any, *, timeout: float | None = None) -> Any:
-        """Rows of the result mapped into `into`."""
-        wait = timeout or self.timeout
-        payload = self._coalescer.submit(sql, params, wait).result(wait)
-        return map_rows(result_format.decode_records(payload), into)
 
 
 def make_events(path: Path, events: int, entities: int, features: int) -> None:
@@ -208,16 +190,8 @@ def reads_under_ingest(
     make_events(events_file, events, entities, features)
     app = configure(settings)
     ping = redis.Redis.from_url(settings.redis_url)
-    read_queue = app.amqp.router.route({}, constants.TASK_READ_MANY)["queue"]
-    as_tasks = CeleryTaskReader(Coalescer(app, read_queue, lane=False))
     calls: dict[str, Callable[[int], object]] = {
         "read": lambda i: latest_features(CeleryReader(app), entity(i)),
-        # The same read as a Celery task message, when reads go by the worker's read lane.
-        **(
-            {"read_as_task": lambda i: latest_features(as_tasks, entity(i))}
-            if settings.read_lane_threads > 0
-            else {}
-        ),
         "select1": lambda i: query_table(app, "SELECT 1 AS one"),
         "noop": lambda i: app.send_task(constants.TASK_READ_MANY, args=[[]]).get(timeout=10),
         # No worker at all: this process, Redis and the machine's scheduling.
@@ -268,11 +242,6 @@ def reads_under_ingest(
         "read_under_ingest_p99_ms": percentile(by_kind["read"], 0.99),
         "read_under_ingest_max_ms": max(by_kind["read"]),
         "read_under_ingest_count": len(reads),
-        **{
-            f"read_as_task_under_ingest_{name}_ms": percentile(by_kind["read_as_task"], q)
-            for name, q in (("p50", 0.5), ("p99", 0.99))
-            if "read_as_task" in by_kind
-        },
         "select1_under_ingest_p50_ms": percentile(by_kind["select1"], 0.5),
         "select1_under_ingest_p99_ms": percentile(by_kind["select1"], 0.99),
         "noop_under_ingest_p50_ms": percentile(by_kind["noop"], 0.5),

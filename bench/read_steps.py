@@ -39,42 +39,34 @@ def _overlaps(lo: float, hi: float, intervals: Sequence[tuple[float, float]]) ->
 
 
 def read_steps(
-    trace: Path,
-    samples: Sequence[Call],
-    merges: Sequence[tuple[float, float]],
-    kinds: Sequence[str] = ("read", "read_as_task", "noop"),
+    trace: Path, samples: Sequence[Call], merges: Sequence[tuple[float, float]]
 ) -> dict[str, Any]:
-    """Mean ms of each step over the slowest 5% of each kind of traced call (the latest
-    read's keys named `read_...`, the others' `<kind>_...`), and the p50/p99 of the latest
-    reads' DuckDB step with and without a merge running; {} without a trace."""
+    """Mean ms of each step over the slowest 5% of the latest reads, and the p50/p99 of
+    their DuckDB step with and without a merge running; {} without a trace."""
     lines = read_lines(trace)
     received = [line[0] for line in lines]
-    out: dict[str, Any] = {}
-    for kind in kinds:
-        joined: list[tuple[float, list[float], bool]] = []
-        for sample in samples:
-            if sample.kind != kind:
-                continue
-            # Calls run one at a time: the task received within a call's span is its task.
-            at = bisect.bisect_left(received, sample.start)
-            if at == len(lines) or lines[at][0] > sample.end:
-                continue
-            got, started, began, ended, stored, _ = lines[at]
-            marks = [sample.start, got, started, began, ended, stored, sample.end]
-            steps = [(b - a) * 1e3 for a, b in itertools.pairwise(marks)]
-            joined.append((sample.ms, steps, _overlaps(began, ended, merges)))
-        if not joined:
+    joined: list[tuple[float, list[float], bool]] = []
+    for sample in samples:
+        if sample.kind != "read":
             continue
-        joined.sort(key=lambda row: row[0])
-        slowest = joined[int(len(joined) * 0.95) :]
-        out[f"{kind}_traced"] = len(joined)
-        for index, name in enumerate(STEPS):
-            mean = sum(row[1][index] for row in slowest) / len(slowest)
-            out[f"{kind}_slowest_5pct_{name}_ms"] = round(mean, 2)
-        if kind != "read":
+        # Calls run one at a time: the task received within a call's span is its task.
+        at = bisect.bisect_left(received, sample.start)
+        if at == len(lines) or lines[at][0] > sample.end:
             continue
-        for met, label in ((True, "meeting_merge"), (False, "outside_merge")):
-            in_duckdb = [row[1][3] for row in joined if row[2] is met]
-            out[f"read_in_duckdb_{label}_p50_ms"] = round(percentile(in_duckdb, 0.5), 2)
-            out[f"read_in_duckdb_{label}_p99_ms"] = round(percentile(in_duckdb, 0.99), 2)
+        got, started, began, ended, stored, _ = lines[at]
+        marks = [sample.start, got, started, began, ended, stored, sample.end]
+        steps = [(b - a) * 1e3 for a, b in itertools.pairwise(marks)]
+        joined.append((sample.ms, steps, _overlaps(began, ended, merges)))
+    if not joined:
+        return {}
+    joined.sort(key=lambda row: row[0])
+    slowest = joined[int(len(joined) * 0.95) :]
+    out: dict[str, Any] = {"read_traced": len(joined)}
+    for index, name in enumerate(STEPS):
+        mean = sum(row[1][index] for row in slowest) / len(slowest)
+        out[f"read_slowest_5pct_{name}_ms"] = round(mean, 2)
+    for met, label in ((True, "meeting_merge"), (False, "outside_merge")):
+        in_duckdb = [row[1][3] for row in joined if row[2] is met]
+        out[f"read_in_duckdb_{label}_p50_ms"] = round(percentile(in_duckdb, 0.5), 2)
+        out[f"read_in_duckdb_{label}_p99_ms"] = round(percentile(in_duckdb, 0.99), 2)
     return out

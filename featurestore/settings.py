@@ -116,10 +116,6 @@ class Settings(BaseSettings):
     # Threads of the worker's write lane: write tasks run on these only (0: on the pool's
     # threads with the reads); a lower read p99 under ingest (README, reads under write load).
     worker_write_threads: int = Field(default=2, ge=0)
-    # Threads of the worker's read lane (tasks.read_lane): read batches go to a Redis list
-    # that these take and run themselves, not through Celery's consumer and pool (0: reads
-    # are Celery tasks; README, reads under write load).
-    read_lane_threads: int = Field(default=4, ge=0, le=64)
     # OS niceness added to the latest-values merger's thread and to the write lane's threads
     # (Linux sets it per thread), so that background work yields a contended core to reads;
     # 0: no gain measured, a merge's checkpoint holds reads whatever its priority (README,

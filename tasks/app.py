@@ -10,7 +10,6 @@ from celery import Celery
 
 from featurestore import constants
 from featurestore.settings import Settings
-from tasks.client.coalescer import LANE_SETTING
 from tasks.result_backend import backend_url
 
 app = Celery("featurestore", include=["tasks.duckdb_tasks", "tasks.model_sync_tasks"])
@@ -20,8 +19,6 @@ def configure(settings: Settings) -> Celery:
     """Point the app at the settings' Redis and queues (once per process, at start-up)."""
     app.conf.update(
         broker_url=settings.redis_url,
-        # Reads go to the worker's read lane when it runs one (tasks.read_lane).
-        **{LANE_SETTING: settings.read_lane_threads > 0},
         result_backend=backend_url(settings.redis_url)
         if settings.read_result_store == "one_trip"
         else settings.redis_url,

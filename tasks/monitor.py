@@ -15,7 +15,6 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from featurestore import metrics
 from featurestore.settings import Settings
-from tasks.client.coalescer import lane_key
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +30,7 @@ class Monitor:
     """Samples queue lengths and consumer lag into the beat program's metrics."""
 
     def __init__(self, settings: Settings) -> None:
-        # The read lane's list (tasks.read_lane) too: reads waiting there are a read backlog.
-        self.queues = (
-            settings.write_queue,
-            settings.read_queue,
-            lane_key(settings.read_queue),
-            settings.model_sync_queue,
-        )
+        self.queues = (settings.write_queue, settings.read_queue, settings.model_sync_queue)
         self.topics = (settings.features_topic, settings.predictions_topic)
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=_TIMEOUT_S)
         # Never subscribes, so never joins the group: it only reads the group's offsets.

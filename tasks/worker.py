@@ -21,7 +21,6 @@ from featurestore.store.service import DuckDBService
 from tasks import monitor, read_trace, thread_pool
 from tasks.app import app, configure
 from tasks.duckdb_tasks import DuckDBTask
-from tasks.read_lane import ReadLane
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +30,7 @@ def duckdb_service_step(settings: Settings) -> type[bootsteps.StartStopStep]:
     the worker stops, for these settings."""
 
     class DuckDBServiceStep(bootsteps.StartStopStep):  # type: ignore[misc]
-        """Owns the DuckDB service (and its read lane) for the life of the worker."""
-
-        lane: ReadLane | None = None
+        """Owns the DuckDB service for the life of the worker."""
 
         # After the pool, before the consumer: no task arrives before the file is open.
         requires = ("celery.worker.components:Pool",)
@@ -44,17 +41,7 @@ def duckdb_service_step(settings: Settings) -> type[bootsteps.StartStopStep]:
             client = redis.Redis.from_url(settings.redis_url)
             service = DuckDBService(settings, client)
             DuckDBTask.attach(service)
-            trace = read_trace.install(settings.read_trace_file, service)
-            if settings.read_lane_threads > 0:
-                self.lane = ReadLane(
-                    app,
-                    settings.redis_url,
-                    settings.read_queue,
-                    service,
-                    settings.read_lane_threads,
-                    trace,
-                )
-                self.lane.start()
+            read_trace.install(settings.read_trace_file, service)
             epoch = f"{os.getpid()}-{time.time_ns()}"
             client.set(WRITER_EPOCH_KEY, epoch)
             log.info("writer_epoch epoch=%s", epoch)
@@ -63,9 +50,6 @@ def duckdb_service_step(settings: Settings) -> type[bootsteps.StartStopStep]:
             # Steps stop in reverse order, so the pool would stop after this one: drain it
             # first, so that a running write commits before the file closes.
             worker.pool.stop()
-            if self.lane is not None:
-                self.lane.stop()
-                self.lane = None
             service = DuckDBTask.attach(None)
             if service is not None:
                 service.close()
@@ -90,7 +74,7 @@ def run_worker(settings: Settings) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     log.info(
         "worker_start duckdb=%s queues=%s,%s threads=%d pool=%s grouping=%s result_store=%s "
-        "switch_interval_ms=%s write_threads=%d read_lane_threads=%d",
+        "switch_interval_ms=%s write_threads=%d",
         quoted(settings.duckdb_file),
         settings.write_queue,
         settings.read_queue,
@@ -100,7 +84,6 @@ def run_worker(settings: Settings) -> None:
         settings.read_result_store,
         settings.worker_switch_interval_ms,
         settings.worker_write_threads,
-        settings.read_lane_threads,
     )
     # Celery's thread pool with its idle threads taken last-in first-out (tasks.thread_pool),
     # or Celery's own; a pool class is given by setting, --pool knows only Celery's names.

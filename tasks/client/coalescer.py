@@ -18,8 +18,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-import redis
 from celery import Celery, states
 from kombu.entity import Queue
 
@@ -44,16 +42,6 @@ MAX_IN_FLIGHT = 2
 # A batch waits this long at most for a slot, then goes anyway: slots held by tasks that will
 # never be answered (lost with a killed worker) must not stall this process's reads.
 SLOT_WAIT_S = 2.0
-# The app setting (tasks.app.configure) saying whether the worker runs a read lane
-# (tasks.read_lane): reads then go to its Redis list rather than as Celery task messages.
-LANE_SETTING = "fstore_read_lane"
-
-
-def lane_key(read_queue: str) -> str:
-    """The Redis list of the read lane beside the read queue of that name."""
-    return f"{read_queue}.lane"
-
-
 # The errors a read's outcome can name; any other name comes back as a QueryError.
 _ERRORS: dict[str, type[FeatureStoreError]] = {
     error.__name__: error
@@ -106,15 +94,9 @@ def outcome_to_result(outcome: Any) -> bytes:
 class Coalescer:
     """Groups the reads waiting in this process into read_many tasks."""
 
-    def __init__(self, app: Celery, read_queue: Queue, lane: bool = False) -> None:
+    def __init__(self, app: Celery, read_queue: Queue) -> None:
         self.app = app
         self.read_queue = read_queue
-        # The worker's read lane, when it runs one: one LPUSH of a compact message, taken by
-        # the thread that runs it (tasks.read_lane).
-        self._lane: redis.Redis | None = (
-            redis.Redis.from_url(app.conf.broker_url, max_connections=64) if lane else None
-        )
-        self._lane_key = lane_key(read_queue.name)
         self._pending: queue.SimpleQueue[_Read] = queue.SimpleQueue()
         self._in_flight: dict[str, _Batch] = {}
         self._slots = threading.BoundedSemaphore(MAX_IN_FLIGHT)
@@ -140,9 +122,6 @@ class Coalescer:
         return read.future
 
     def _send_now(self, read: _Read) -> None:
-        if self._lane is not None:
-            self._send(None, [read], holds_slot=True)
-            return
         try:
             producers = self.app.producer_pool.acquire(block=True, timeout=read.timeout)
         except Exception as exc:  # noqa: BLE001 - the caller gets it through its future
@@ -200,13 +179,6 @@ class Coalescer:
         with self._lock:
             self._in_flight[task_id] = _Batch(reads, time.monotonic() + timeout, holds_slot)
         try:
-            if self._lane is not None:
-                # msgpack as kombu packs Celery's task messages: the same parameters pass.
-                body = msgpack.packb(
-                    [task_id, [(r.sql, r.params, r.deadline) for r in reads]], use_bin_type=True
-                )
-                self._lane.lpush(self._lane_key, body)
-                return
             # A short argsrepr (what Flower and logs show) spares Celery a safe repr of every
             # statement and parameter of the batch (README, Benchmarks: read path).
             message = self.app.amqp.create_task_message(
@@ -291,6 +263,5 @@ def coalescer(app: Celery) -> Coalescer:
         found = _coalescers.get(key)
         if found is None:
             read_queue = app.amqp.router.route({}, constants.TASK_READ_MANY)["queue"]
-            lane = bool(app.conf.get(LANE_SETTING))
-            found = _coalescers[key] = Coalescer(app, read_queue, lane)
+            found = _coalescers[key] = Coalescer(app, read_queue)
         return found

@@ -14,7 +14,6 @@ from prometheus_client import REGISTRY
 
 from featurestore.services import ManagedService
 from featurestore.settings import Settings
-from tasks.client.coalescer import lane_key
 from tasks.monitor import Monitor
 from tests.conftest import PORT_OFFSET
 
@@ -48,10 +47,7 @@ def own(
     for done in admin.delete_topics(topics).values():
         done.result(30)
     redis.Redis.from_url(settings.redis_url).delete(
-        local.write_queue,
-        local.write_queue + "\x06\x166",
-        local.read_queue,
-        lane_key(local.read_queue),
+        local.write_queue, local.write_queue + "\x06\x166", local.read_queue
     )
 
 
@@ -80,12 +76,10 @@ def test_queue_lengths_count_every_list_of_a_queue(own: Settings) -> None:
     client.rpush(own.write_queue, "a", "b", "c")
     client.rpush(own.write_queue + "\x06\x166", "d")  # a task sent with priority 6
     client.rpush(own.read_queue, "e")
-    client.rpush(lane_key(own.read_queue), "f", "g")  # reads waiting for the read lane
     monitor = Monitor(own)
     monitor.sample_queues()
     assert sample("fstore_celery_queue_length", queue=own.write_queue) == 4
     assert sample("fstore_celery_queue_length", queue=own.read_queue) == 1
-    assert sample("fstore_celery_queue_length", queue=lane_key(own.read_queue)) == 2
     assert sample("fstore_celery_queue_length", queue=own.model_sync_queue) == 0
     assert sample("fstore_dependency_up", dependency="redis") == 1
     client.lpop(own.write_queue)

@@ -84,19 +84,3 @@ def test_a_slow_read_is_split_into_its_steps_and_its_merge(tmp_path: Path) -> No
     assert round(figures["read_in_duckdb_meeting_merge_p99_ms"]) == 200
     assert round(figures["read_in_duckdb_outside_merge_p99_ms"]) == 1
     assert read_steps(tmp_path / "absent.txt", calls, merge) == {}
-
-
-def test_each_kind_of_traced_call_gets_its_own_steps(tmp_path: Path) -> None:
-    trace = tmp_path / "trace.txt"
-    trace.write_text(
-        "100.001 100.002 100.003 100.004 100.005 1\n300.030 300.031 300.031 300.031 300.032 0\n"
-    )
-    calls = [Call("read", 100.0, 100.006, 6.0), Call("noop", 300.0, 300.040, 40.0)]
-    figures = read_steps(trace, calls, [])
-    assert figures["read_traced"] == 1
-    assert figures["noop_traced"] == 1
-    # The no-op task's 30 ms went to reaching the worker, 8 to the client.
-    assert round(figures["noop_slowest_5pct_to_worker_ms"]) == 30
-    assert round(figures["noop_slowest_5pct_to_client_ms"]) == 8
-    assert "noop_in_duckdb_meeting_merge_p99_ms" not in figures
-    assert "read_as_task_traced" not in figures, "a kind with no call has no figures"

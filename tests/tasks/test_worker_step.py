@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,12 +27,7 @@ def test_the_step_sets_the_switch_interval_and_opens_the_service(
     settings: Settings, redis_service: ManagedService, tmp_path: Path
 ) -> None:
     local = settings.model_copy(
-        update={
-            "state_dir": tmp_path,
-            "duckdb_path": None,
-            "worker_switch_interval_ms": 0.5,
-            "read_lane_threads": 3,
-        }
+        update={"state_dir": tmp_path, "duckdb_path": None, "worker_switch_interval_ms": 0.5}
     )
     sys.setswitchinterval(0.005)
     stopped: list[bool] = []
@@ -44,13 +38,7 @@ def test_the_step_sets_the_switch_interval_and_opens_the_service(
         assert sys.getswitchinterval() == pytest.approx(0.0005)
         assert DuckDBTask._service is not None
         assert DuckDBTask._service.row_count() == 0
-        assert len(lane_threads()) == 3, "the read lane runs beside the pool"
     finally:
         step.stop(worker)
     assert stopped == [True], "the pool drains before the file closes"
-    assert lane_threads() == [], "the read lane stops with the service"
     assert DuckDBTask._service is None
-
-
-def lane_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("read-lane-")]
