@@ -195,15 +195,16 @@ class Settings(BaseSettings):
     # A record Kafka has not confirmed within this is dropped (and counted), never resent.
     prediction_log_delivery_timeout_s: float = 120.0
     # How long the gRPC process's producer gathers records before a produce request: each
-    # request wakes the broker and, through its fetch, the bridge; 250 against 20 cut the
-    # broker's CPU per record ~3x and the gRPC process's per call (README, Prediction log).
+    # request wakes the broker and, through its fetch, the bridge; 250 against 20 halved the
+    # broker's CPU per record (median 0.32 -> 0.15 CPU-s per 1k; README, Prediction log).
     prediction_log_linger_ms: int = Field(default=250, ge=0)
 
     # The niceness of the programs whose work can wait (featurestore.priority: the worker,
     # bridge, model sync, beat, Flower, Kafka, Azurite, Prometheus, Alertmanager, exporters):
     # on shared cores a Predict's thread, woken by its reply, then waits for a core less
-    # often. Not measurable on an idle machine in 12 alternating pairs (README, Serving):
-    # 0, every program equal, until a measurement says otherwise.
+    # often. The first 12 pairs did not test it (autogroups, README, Serving); four pairs
+    # since, on a slow host, favoured 10 in three: 0, every program equal, until a quiet
+    # run says otherwise.
     batch_nice: int = Field(default=0, ge=0, le=19)
 
     # Serving and observability

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bridge.publisher import KafkaEventPublisher
@@ -46,11 +46,20 @@ def stamp(value: dt.datetime) -> Timestamp:
 
 
 def end_offset(settings: Settings) -> int:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "offsets"})
-    try:
-        return int(consumer.get_watermark_offsets(TopicPartition(settings.features_topic, 0))[1])
-    finally:
-        consumer.close()
+    """The features topic's end offset, asked again while a broker just started has no
+    leader for the partition yet (NOT_LEADER_FOR_PARTITION when this file runs alone)."""
+    deadline = time.monotonic() + 60
+    while True:
+        consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "offsets"})
+        try:
+            part = TopicPartition(settings.features_topic, 0)
+            return int(consumer.get_watermark_offsets(part, timeout=10)[1])
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            consumer.close()
+        time.sleep(0.5)
 
 
 def messages_since(settings: Settings, offset: int, rows: int) -> list[bytes]:
