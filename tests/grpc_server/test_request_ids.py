@@ -8,6 +8,7 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import numpy as np
@@ -60,40 +61,38 @@ def served(
         yield running, sink, model_id
 
 
+def _refused_then_kept(call: Any, request: Any, id_field: str, sink: RecordingSink) -> None:
+    """One id past the bound is INVALID_ARGUMENT and not logged; one at the bound is served
+    and logged under that id (id_field: the id's name in both request and response)."""
+    setattr(request, id_field, "r" * (MAX_REQUEST_ID + 1))
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details() == f"request_id is longer than {MAX_REQUEST_ID} characters"
+    assert sink.ids == []
+
+    setattr(request, id_field, "r" * MAX_REQUEST_ID)
+    assert getattr(call(request, timeout=10), id_field) == getattr(request, id_field)
+    assert sink.ids == [getattr(request, id_field)]
+
+
 def test_predict_refuses_a_request_id_the_log_cannot_keep(
     served: tuple[LoggingServer, RecordingSink, str],
 ) -> None:
     server, sink, model_id = served
     request = pb.PredictRequest(model_id=model_id, entity_ids=[f"{model_id}_e"])
-    request.request_id = "r" * (MAX_REQUEST_ID + 1)
-    with pytest.raises(grpc.RpcError) as caught:
-        server.stub.Predict(request, timeout=10)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert caught.value.details() == f"request_id is longer than {MAX_REQUEST_ID} characters"
-    assert sink.ids == []
-
-    request.request_id = "r" * MAX_REQUEST_ID
-    assert server.stub.Predict(request, timeout=10).request_id == request.request_id
-    assert sink.ids == [request.request_id]
+    _refused_then_kept(server.stub.Predict, request, "request_id", sink)
 
 
 def test_model_infer_refuses_an_id_the_log_cannot_keep(
     served: tuple[LoggingServer, RecordingSink, str],
 ) -> None:
     server, sink, model_id = served
-    request = oip.ModelInferRequest(model_name=model_id, id="i" * (MAX_REQUEST_ID + 1))
+    request = oip.ModelInferRequest(model_name=model_id)
     request.inputs.add(
         name="input",
         datatype="FP64",
         shape=[1, 2],
         contents=oip.InferTensorContents(fp64_contents=[1.0, 2.0]),
     )
-    with pytest.raises(grpc.RpcError) as caught:
-        server.infer.ModelInfer(request, timeout=10)
-    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert caught.value.details() == f"request_id is longer than {MAX_REQUEST_ID} characters"
-    assert sink.ids == []
-
-    request.id = "i" * MAX_REQUEST_ID
-    assert server.infer.ModelInfer(request, timeout=10).id == request.id
-    assert sink.ids == [request.id]
+    _refused_then_kept(server.infer.ModelInfer, request, "id", sink)
