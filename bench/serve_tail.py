@@ -42,6 +42,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.common import bench_settings, percentile, running_stack
 from bench.load import open_loop
 from bench.serve import publish_model
+from bench.stack_priority import renice_stack, stack_nice, stack_policy
 from bench.stage_cpu import stage_cpu
 from demo import data, publish
 from featurestore.logs import setup_logging
@@ -90,60 +91,6 @@ def _create_unconsumed_topic(settings: Settings) -> None:
     if UNCONSUMED_TOPIC not in admin.list_topics(timeout=10).topics:
         for future in admin.create_topics([NewTopic(UNCONSUMED_TOPIC, 1, 1)]).values():
             future.result(30)
-
-
-def _stack_nice(variant: str) -> int:
-    for part in variant.split("+"):
-        if part.startswith("stacknice="):
-            return int(part.split("=", 1)[1])
-    return 0
-
-
-def _stack_policy(variant: str) -> int:
-    return os.SCHED_IDLE if "stackidle" in variant.split("+") else os.SCHED_OTHER
-
-
-def _autogroup(pid: int) -> str | None:
-    """The name of the process's autogroup ("/autogroup-12"), None without one."""
-    try:
-        return Path(f"/proc/{pid}/autogroup").read_text().split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def renice_stack(
-    settings: Settings, nice: int, spare: set[int], policy: int = os.SCHED_OTHER
-) -> int:
-    """Set every thread of the stack's processes but Redis and `spare` to `nice` (and the
-    scheduling `policy`); the count. Linux keeps both per thread, so a running process is
-    changed thread by thread."""
-    state = settings.state_dir.resolve()
-    count = 0
-    # Linux weighs each session's autogroup as one before the niceness of its threads: a
-    # thread's niceness orders it only within its session. The stack's sessions (the
-    # supervisord group, each detached service) get `nice` too, but not one of `spare`'s.
-    kept = {_autogroup(pid) for pid in spare} | {
-        _autogroup(proc.pid)
-        for proc in psutil.process_iter(["name"])
-        if "redis" in (proc.info["name"] or "")
-    }
-    for proc in psutil.process_iter(["pid", "name"]):
-        try:
-            if proc.pid in spare or "redis" in (proc.info["name"] or ""):
-                continue
-            mine = proc.environ().get("FSTORE_STATE_DIR")
-            if mine is None or Path(mine).resolve() != state:
-                continue
-            group = _autogroup(proc.pid)
-            if group is not None and group not in kept:
-                Path(f"/proc/{proc.pid}/autogroup").write_text(f"{nice}\n")
-            for thread in proc.threads():
-                os.sched_setscheduler(thread.id, policy, os.sched_param(0))
-                os.setpriority(os.PRIO_PROCESS, thread.id, nice)
-                count += 1
-        except (psutil.Error, OSError):
-            continue
-    return count
 
 
 def serve() -> None:
@@ -278,7 +225,7 @@ def run_variant(
         time.sleep(0.2)
     spare = {os.getpid(), child.pid}
     spare |= {p.pid for p in psutil.Process(child.pid).children(recursive=True)}
-    reniced = renice_stack(settings, _stack_nice(variant), spare, _stack_policy(variant))
+    reniced = renice_stack(settings, stack_nice(variant), spare, stack_policy(variant))
     rng = random.Random(7)
     requests = [
         pb.PredictRequest(model_id=publish.MODEL_ID, entity_ids=[rng.choice(ids)])
